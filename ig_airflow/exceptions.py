@@ -1,0 +1,21 @@
+"""Errors raised by ig_airflow. Every message names the file, key, column or row at fault."""
+
+
+class IGAirflowError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(IGAirflowError):
+    """The run configuration (YAML) is malformed, has unknown keys or wrong types."""
+
+
+class ArtifactError(IGAirflowError):
+    """A model artifact is missing files, fails its checksums, or cannot be loaded safely."""
+
+
+class InputDataError(IGAirflowError):
+    """Input data does not match the model's input spec (missing column, bad dtype, ...)."""
+
+
+class ValidationFailed(IGAirflowError):
+    """Input validation found rows that the run's policy says must fail the run."""

@@ -1,0 +1,160 @@
+"""Storage helpers: fsspec URIs, atomic (write-then-rename) Parquet and JSON writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ig_airflow.exceptions import InputDataError
+
+
+def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
+    """Return the fsspec filesystem and the path inside it for ``uri`` (local path or URL)."""
+    fs, path = fsspec.core.url_to_fs(str(uri))
+    return fs, path
+
+
+def join_uri(base: str, *parts: str) -> str:
+    """Join path parts onto a local path or URL."""
+    base = str(base).rstrip("/")
+    return "/".join([base, *[p.strip("/") for p in parts]])
+
+
+def exists(uri: str) -> bool:
+    fs, path = filesystem(uri)
+    return fs.exists(path)
+
+
+def _tmp_name(path: str) -> str:
+    head, _, tail = path.rpartition("/")
+    tmp = f".{tail}.tmp-{uuid.uuid4().hex[:12]}"
+    return f"{head}/{tmp}" if head else tmp
+
+
+def atomic_write_bytes(uri: str, data: bytes) -> None:
+    """Write ``data`` to ``uri`` via a temporary name and a rename, so readers never see a
+    partial file."""
+    fs, path = filesystem(uri)
+    parent = path.rpartition("/")[0]
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        with fs.open(tmp, "wb") as fh:
+            fh.write(data)
+        if getattr(fs, "protocol", None) in ("file", ("file", "local")) or _is_local(fs):
+            os.replace(tmp, path)
+        else:
+            fs.mv(tmp, path)
+    except BaseException:
+        if fs.exists(tmp):
+            fs.rm(tmp)
+        raise
+
+
+def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
+    return "file" in protocol or "local" in protocol
+
+
+def write_json(uri: str, obj: Any) -> None:
+    """Atomically write ``obj`` as pretty, key-sorted JSON."""
+    atomic_write_bytes(uri, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def read_json(uri: str) -> Any:
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as fh:
+        return json.loads(fh.read())
+
+
+def write_parquet(uri: str, table: pa.Table) -> None:
+    """Atomically write an Arrow table as Parquet. The bytes depend only on the table, so
+    re-running a task gives a byte-identical file."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="zstd", write_statistics=True)
+    atomic_write_bytes(uri, sink.getvalue().to_pybytes())
+
+
+def open_parquet(uri: str) -> pq.ParquetFile:
+    """Open a Parquet file for streaming reads; a clear error names the file when it is
+    missing or not Parquet."""
+    fs, path = filesystem(uri)
+    if not fs.exists(path):
+        raise InputDataError(f"input file not found: {uri}")
+    try:
+        return pq.ParquetFile(fs.open(path, "rb"))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputDataError(f"cannot read {uri} as Parquet: {exc}") from exc
+
+
+def iter_parquet_batches(
+    uri: str, batch_rows: int, columns: list[str] | None = None
+) -> Iterator[pa.RecordBatch]:
+    """Stream ``uri`` in record batches of at most ``batch_rows`` rows."""
+    yield from open_parquet(uri).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
+    return open_parquet(uri).read(columns=columns)
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_json(obj: Any) -> str:
+    """Stable hash of a JSON-serialisable object (keys sorted)."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class AtomicParquetWriter:
+    """Stream record batches into ``uri``; the file appears (by rename) only on success.
+
+    Use as a context manager; on an exception the temporary file is removed.
+    """
+
+    def __init__(self, uri: str, schema: pa.Schema):
+        self.uri = uri
+        self.fs, self.path = filesystem(uri)
+        parent = self.path.rpartition("/")[0]
+        if parent:
+            self.fs.makedirs(parent, exist_ok=True)
+        self.tmp = _tmp_name(self.path)
+        self._handle = self.fs.open(self.tmp, "wb")
+        self._writer = pq.ParquetWriter(self._handle, schema, compression="zstd")
+        self.rows = 0
+
+    def write(self, table: pa.Table | pa.RecordBatch) -> None:
+        self._writer.write(table)
+        self.rows += table.num_rows
+
+    def __enter__(self) -> AtomicParquetWriter:
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self._handle.close()
+        if exc_type is not None:
+            if self.fs.exists(self.tmp):
+                self.fs.rm(self.tmp)
+            return
+        if _is_local(self.fs):
+            os.replace(self.tmp, self.path)
+        else:
+            self.fs.mv(self.tmp, self.path)
