@@ -188,9 +188,7 @@ def read_metadata(uri: str) -> ArtifactMetadata:
     try:
         return ArtifactMetadata.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ArtifactError(f"{uri}/{METADATA_FILE}: {problems}") from None
 
 
@@ -296,9 +294,7 @@ def save_artifact(
     """
     staging = Path(tempfile.mkdtemp(prefix="ig_artifact_save_"))
     try:
-        framework, loader, model_file, model_class = _write_model_file(
-            model, staging, loader, model_class
-        )
+        framework, loader, model_file, model_class = _write_model_file(model, staging, loader, model_class)
         files = {
             p.name: (sha256_file(p) if p.is_file() else _sha256_dir(p)) for p in sorted(staging.iterdir())
         }
@@ -340,7 +336,15 @@ def _write_model_file(
             torch.save(model.state_dict(), staging / "model.pt")
             return "pytorch", loader, "model.pt", model_class
         if loader == "torchscript":
-            scripted = model if isinstance(model, torch.jit.ScriptModule) else torch.jit.script(model)
+            scripted = model
+            if not isinstance(model, torch.jit.ScriptModule):
+                try:
+                    scripted = torch.jit.script(model)
+                except Exception as exc:  # noqa: BLE001 - TorchScript raises many types
+                    raise ArtifactError(
+                        f"cannot script {type(model).__name__} ({type(exc).__name__}); "
+                        "pass a torch.jit.trace()d module instead"
+                    ) from None
             scripted.save(str(staging / "model.ts.pt"))
             return "pytorch", loader, "model.ts.pt", None
         if loader == "pickle":

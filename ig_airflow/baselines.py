@@ -28,9 +28,7 @@ class Baseline:
     values: dict[str, float | str] = field(default_factory=dict)  # feature -> human value
 
 
-def resolve_baseline(
-    spec: InputSpec, config: BaselineSection, reference_uri: str | None = None
-) -> Baseline:
+def resolve_baseline(spec: InputSpec, config: BaselineSection, reference_uri: str | None = None) -> Baseline:
     """Compute the baseline row for ``spec`` under ``config``."""
     unknown = sorted(set(config.values) - set(spec.feature_names))
     if unknown:

@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
 
             config = load_run_config(args.config, _template_vars(args.set))
             manifest = run_explain(config)
-            print(json.dumps({k: manifest[k] for k in ("outputs", "rows", "completeness", "timing")}, indent=2))
+            print(
+                json.dumps({k: manifest[k] for k in ("outputs", "rows", "completeness", "timing")}, indent=2)
+            )
         elif args.command == "demo" and args.demo_command == "prepare":
             from ig_airflow.demo.prepare import prepare_demo
 

@@ -33,8 +33,7 @@ class IGBackend(Protocol):
 
     baseline_prediction: float
 
-    def attribute(self, numeric: np.ndarray, categorical: np.ndarray, n_steps: int) -> FixedStepResult:
-        ...
+    def attribute(self, numeric: np.ndarray, categorical: np.ndarray, n_steps: int) -> FixedStepResult: ...
 
 
 @dataclass
@@ -86,6 +85,7 @@ def explain_rows(
         chosen = refined.integrated_gradients if not settings.multiply_by_inputs else refined.attributions
         attributions[pending] = chosen
         delta[pending], error[pending], n_steps[pending] = r_delta, r_error, steps
+        prediction[pending] = refined.prediction  # same rows; keeps delta consistent bit for bit
         still = ~_meets(r_delta, change[pending], settings)
         log.debug("adaptive IG: %d of %d rows refined at %d steps", len(pending), n_rows, steps)
         pending = pending[still]

@@ -38,7 +38,12 @@ log = logging.getLogger(__name__)
 
 ATTRIBUTION_PREFIX = "attr__"
 RESULT_COLUMNS = [
-    "prediction", "baseline_prediction", "delta", "completeness_error", "n_steps", "converged",
+    "prediction",
+    "baseline_prediction",
+    "delta",
+    "completeness_error",
+    "n_steps",
+    "converged",
 ]
 
 
@@ -104,9 +109,14 @@ class Explainer:
 
     def explain(self, batch: pa.Table | pa.RecordBatch | pd.DataFrame) -> tuple[pa.Table, RowAttributions]:
         """Explain one batch of rows; returns the output table and the raw arrays."""
-        table = batch if isinstance(batch, pa.Table) else (
-            pa.Table.from_batches([batch]) if isinstance(batch, pa.RecordBatch)
-            else pa.Table.from_pandas(batch, preserve_index=False)
+        table = (
+            batch
+            if isinstance(batch, pa.Table)
+            else (
+                pa.Table.from_batches([batch])
+                if isinstance(batch, pa.RecordBatch)
+                else pa.Table.from_pandas(batch, preserve_index=False)
+            )
         )
         missing = [c for c in self.id_columns if c not in table.column_names]
         if missing:
@@ -173,8 +183,7 @@ def run_explain(config: RunConfig, explainer: Explainer | None = None) -> dict[s
     parquet = open_parquet(config.data.input_uri)
     total = parquet.metadata.num_rows
     missing = [
-        c for c in explainer.spec.feature_names + explainer.id_columns
-        if c not in parquet.schema_arrow.names
+        c for c in explainer.spec.feature_names + explainer.id_columns if c not in parquet.schema_arrow.names
     ]
     if missing:
         raise InputDataError(f"{config.data.input_uri}: missing column(s) {missing}")
@@ -198,7 +207,10 @@ def run_explain(config: RunConfig, explainer: Explainer | None = None) -> dict[s
             rate = done / elapsed if elapsed else float("nan")
             log.info(
                 "explained %d/%d rows (%.0f rows/s, about %.0f s left)",
-                done, total, rate, (total - done) / rate if rate else float("nan"),
+                done,
+                total,
+                rate,
+                (total - done) / rate if rate else float("nan"),
             )
         if writer is None:  # empty input: still write a valid, empty file
             empty = {c: pa.array([], type=parquet.schema_arrow.field(c).type) for c in explainer.id_columns}
@@ -217,7 +229,12 @@ def run_explain(config: RunConfig, explainer: Explainer | None = None) -> dict[s
 
 
 def run_manifest(
-    config: RunConfig, explainer: Explainer, stats: CompletenessStats, rows: int, seconds: float, output_uri: str
+    config: RunConfig,
+    explainer: Explainer,
+    stats: CompletenessStats,
+    rows: int,
+    seconds: float,
+    output_uri: str,
 ) -> dict[str, Any]:
     import ig_airflow
 
@@ -237,7 +254,10 @@ def run_manifest(
         "baseline": {**explainer.baseline.values, "prediction": explainer.backend.baseline_prediction},
         "ig": config.ig.model_dump(mode="json"),
         "completeness": stats.summary(),
-        "timing": {"seconds": round(seconds, 3), "rows_per_second": round(rows / seconds, 1) if seconds else None},
+        "timing": {
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(rows / seconds, 1) if seconds else None,
+        },
         "versions": {"ig_airflow": ig_airflow.__version__, "python": platform.python_version()},
     }
 
@@ -266,7 +286,9 @@ def explain_dataframe(
     if isinstance(artifact, str):
         artifact = load_artifact(artifact, allow_pickle=allow_pickle)
     settings = IGSection.model_validate(ig_settings)
-    baseline_cfg = BaselineSection.model_validate(baseline) if baseline is not None else artifact.metadata.baseline
+    baseline_cfg = (
+        BaselineSection.model_validate(baseline) if baseline is not None else artifact.metadata.baseline
+    )
     reference_uri = None
     with tempfile.TemporaryDirectory() as tmp:
         if reference is not None:

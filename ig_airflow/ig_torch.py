@@ -85,6 +85,9 @@ def bytes_per_interpolated_row(wrapper: TorchModelWrapper, baseline: Baseline) -
         if isinstance(output, torch.Tensor):
             total += output.numel() * output.element_size()
 
+    if isinstance(wrapper.model, torch.jit.ScriptModule):  # no hooks: one activation per weight row
+        widths = sum(p.shape[0] for p in wrapper.model.parameters() if p.dim() >= 1)
+        return max(int(widths * 4 * torch.finfo(wrapper.dtype).bits // 8 * 3), 64)
     handles = [m.register_forward_hook(hook) for m in wrapper.model.modules()]
     try:
         x_num, x_cat = wrapper.tensors(
@@ -112,7 +115,9 @@ class TorchIG:
         self.wrapper = wrapper
         self.settings = settings
         self.layers = wrapper.embedding_layers
-        self.base_num, self.base_cat = wrapper.tensors(baseline.numeric[None, :], baseline.categorical[None, :])
+        self.base_num, self.base_cat = wrapper.tensors(
+            baseline.numeric[None, :], baseline.categorical[None, :]
+        )
         with torch.no_grad():
             self.base_embeddings, prediction = self._embed(self.base_num, self.base_cat)
         self.baseline_prediction = float(prediction[0])

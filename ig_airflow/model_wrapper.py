@@ -145,6 +145,12 @@ class TorchModelWrapper:
             param.requires_grad_(False)
         self.metadata = metadata
         self.spec = metadata.inputs
+        if isinstance(model, torch.jit.ScriptModule) and self.spec.categorical:
+            raise ArtifactError(
+                "TorchScript models run their submodules inside a compiled graph, so embedding "
+                f"layers cannot be attributed ({self.spec.categorical_names}); save the model "
+                "as a state_dict for categorical features, or use TorchScript for numeric-only models"
+            )
         self.embedding_layers = [self.layer(f.embedding_layer) for f in self.spec.categorical]
         if len({id(m) for m in self.embedding_layers}) != len(self.embedding_layers):
             raise ArtifactError("two categorical features name the same embedding layer")
@@ -156,9 +162,7 @@ class TorchModelWrapper:
         try:
             return self.model.get_submodule(name)
         except AttributeError:
-            embeddings = [
-                n for n, m in self.model.named_modules() if isinstance(m, torch.nn.Embedding)
-            ]
+            embeddings = [n for n, m in self.model.named_modules() if isinstance(m, torch.nn.Embedding)]
             raise ArtifactError(
                 f"unknown layer name {name!r}; embedding layers in the model: {embeddings}"
             ) from None

@@ -14,7 +14,8 @@ from ig_airflow.artifacts import CategoricalFeature, InputSpec, NumericFeature
 
 
 class TabularNet(nn.Module):
-    """``forward(x_num [B, n_numeric], x_cat [B, n_categorical]) -> logits [B]``.
+    """``forward(x_num [B, n_numeric], x_cat [B, n_categorical]) -> logits [B]`` (or
+    ``[B, n_outputs]`` for more than one output).
 
     ``numeric_input`` is an identity layer that marks where numeric inputs enter (handy for
     Captum's LayerIntegratedGradients); ``embeddings.<feature>`` holds each embedding.
@@ -27,6 +28,7 @@ class TabularNet(nn.Module):
         cardinalities: Sequence[int],
         embedding_dim: int = 8,
         hidden: Sequence[int] = (64, 32),
+        n_outputs: int = 1,
     ):
         super().__init__()
         self.categorical = list(categorical)
@@ -34,20 +36,24 @@ class TabularNet(nn.Module):
         self.register_buffer("numeric_mean", torch.zeros(n_numeric))
         self.register_buffer("numeric_std", torch.ones(n_numeric))
         self.embeddings = nn.ModuleDict(
-            {name: nn.Embedding(card, embedding_dim) for name, card in zip(categorical, cardinalities, strict=True)}
+            {
+                name: nn.Embedding(card, embedding_dim)
+                for name, card in zip(categorical, cardinalities, strict=True)
+            }
         )
         layers: list[nn.Module] = []
         width = n_numeric + embedding_dim * len(self.categorical)
         for size in hidden:
             layers += [nn.Linear(width, size), nn.ReLU()]
             width = size
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, n_outputs))
         self.mlp = nn.Sequential(*layers)
 
     def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
         numeric = (self.numeric_input(x_num) - self.numeric_mean) / self.numeric_std
         embedded = [self.embeddings[name](x_cat[:, j]) for j, name in enumerate(self.categorical)]
-        return self.mlp(torch.cat([numeric, *embedded], dim=1)).squeeze(-1)
+        logits = self.mlp(torch.cat([numeric, *embedded], dim=1))
+        return logits.squeeze(-1) if logits.shape[-1] == 1 else logits
 
 
 def input_spec_from_frame(

@@ -1,0 +1,26 @@
+# make demo : set up .venv and run the demo end to end (see README)
+# make test : set up .venv and run lint + the test suite
+SHELL := /bin/bash
+VENV := .venv/bin
+OUT ?= demo_output
+
+.PHONY: setup demo test lint bench clean
+
+setup:
+	./scripts/setup.sh
+
+demo: setup
+	$(VENV)/python scripts/run_demo.py --out $(OUT)
+
+lint: setup
+	$(VENV)/ruff check ig_airflow tests benchmarks dags scripts
+	$(VENV)/ruff format --check ig_airflow tests benchmarks dags scripts
+
+test: lint
+	$(VENV)/python -m pytest -q -ra
+
+bench: setup
+	$(VENV)/python benchmarks/bench_ig_engine.py
+
+clean:
+	rm -rf $(OUT) .pytest_cache

@@ -1,0 +1,213 @@
+"""IG engine throughput against plain Captum and the forward+backward floor, in one run.
+
+Model (as in issue 8): 20 numeric inputs, 6 embeddings (vocab 1000, dim 16), 3x256 ReLU MLP,
+sigmoid output. Prints medians over --repeats of:
+  - ours:   the vectorised engine at a fixed step count (no adaptivity), rows/s
+  - captum: plain captum LayerIntegratedGradients (default internal batch), rows/s
+  - floor:  one input-gradient forward+backward over rows x steps interpolated rows
+            (chunks of --floor-chunk rows), expressed as rows/s
+and their ratios; the engine's peak RSS growth against its memory budget; and, for the
+adaptive mode at a 1% tolerance, gradient evaluations against the smallest fixed step count
+that reaches the same share of rows within tolerance.
+
+Usage: python benchmarks/bench_ig_engine.py [--rows 2048] [--steps 50] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import threading
+import time
+
+import numpy as np
+import psutil
+import torch
+from captum.attr import LayerIntegratedGradients
+
+from ig_airflow.artifacts import ArtifactMetadata
+from ig_airflow.baselines import Baseline
+from ig_airflow.config import IGSection
+from ig_airflow.demo.torch_model import TabularNet
+from ig_airflow.engine import explain_rows
+from ig_airflow.ig_torch import TorchIG
+from ig_airflow.model_wrapper import TorchModelWrapper
+
+N_NUM, N_CAT, VOCAB, DIM = 20, 6, 1000, 16
+
+
+def build(seed: int = 0) -> tuple[TorchModelWrapper, Baseline, np.ndarray, np.ndarray, ArtifactMetadata]:
+    torch.manual_seed(seed)
+    names = [f"c{i}" for i in range(N_CAT)]
+    model = TabularNet(N_NUM, names, [VOCAB + 1] * N_CAT, embedding_dim=DIM, hidden=[256, 256, 256]).eval()
+    meta = ArtifactMetadata(
+        framework="pytorch",
+        loader="pickle",
+        model_file="-",
+        inputs={
+            "numeric": [{"name": f"x{i}"} for i in range(N_NUM)],
+            "categorical": [
+                {
+                    "name": n,
+                    "vocabulary": [str(v) for v in range(VOCAB)],
+                    "embedding_layer": f"embeddings.{n}",
+                }
+                for n in names
+            ],
+        },
+    )
+    rng = np.random.default_rng(seed)
+    return (
+        TorchModelWrapper(model, meta),
+        Baseline(np.zeros(N_NUM), np.zeros(N_CAT, np.int64)),
+        rng.normal(size=(args.rows, N_NUM)),
+        rng.integers(1, VOCAB + 1, size=(args.rows, N_CAT)),
+        meta,
+    )
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_rss_growth(fn) -> int:
+    process = psutil.Process()
+    base = process.memory_info().rss
+    peak = base
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, process.memory_info().rss)
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=sample)
+    thread.start()
+    try:
+        fn()
+    finally:
+        done.set()
+        thread.join()
+    return peak - base
+
+
+def main() -> None:
+    torch.set_num_threads(args.threads or torch.get_num_threads())
+    wrapper, baseline, numeric, categorical, meta = build()
+    settings = IGSection(n_steps=args.steps, tolerance=None, memory_budget_mb=args.budget_mb)
+    ours = TorchIG(wrapper, baseline, settings)
+
+    def run_ours() -> None:
+        ours.attribute(numeric, categorical, args.steps)
+
+    model = wrapper.model
+    layers = [model.numeric_input] + [model.get_submodule(f.embedding_layer) for f in meta.inputs.categorical]
+    lig = LayerIntegratedGradients(wrapper, layers)
+    x_num, x_cat = wrapper.tensors(numeric, categorical)
+    b_num, b_cat = torch.zeros_like(x_num), torch.zeros_like(x_cat)
+
+    def run_captum() -> None:
+        lig.attribute((x_num, x_cat), baselines=(b_num, b_cat), n_steps=args.steps)
+
+    interpolated = args.rows * args.steps
+    floor_num = x_num.repeat(args.steps, 1)
+    floor_cat = x_cat.repeat(args.steps, 1)
+
+    def run_floor() -> None:
+        for start in range(0, interpolated, args.floor_chunk):
+            chunk = floor_num[start : start + args.floor_chunk].clone().requires_grad_(True)
+            out = wrapper(chunk, floor_cat[start : start + args.floor_chunk])
+            torch.autograd.grad(out.sum(), chunk)
+
+    growth = peak_rss_growth(run_ours)  # first run in the process: allocator pools still empty
+    results = {
+        "ours": median_time(run_ours, args.repeats),
+        "captum": median_time(run_captum, args.repeats),
+        "floor": median_time(run_floor, args.repeats),
+    }
+    print(
+        f"rows={args.rows} steps={args.steps} threads={torch.get_num_threads()} "
+        f"repeats={args.repeats} (medians)"
+    )
+    print(
+        f"internal batch (from {args.budget_mb:.0f} MiB budget): {ours.internal_batch_size} interpolated rows"
+    )
+    for name, seconds in results.items():
+        print(f"  {name:7s} {args.rows / seconds:9.1f} rows/s  ({seconds:.3f} s)")
+    print(f"  ours / captum = {results['captum'] / results['ours']:.2f}x")
+    print(f"  ours / floor  = {results['floor'] / results['ours']:.2%} of the floor's rows/s")
+    print(f"  peak RSS growth of one engine run: {growth / 2**20:.1f} MiB (budget {args.budget_mb:.0f} MiB)")
+
+    adaptive_report()
+
+
+def adaptive_report() -> None:
+    """Adaptive steps at a 1% tolerance on the Adult demo model vs fixed step counts."""
+    import tempfile
+
+    import pandas as pd
+
+    from ig_airflow.artifacts import load_artifact
+    from ig_airflow.baselines import resolve_baseline
+    from ig_airflow.demo.prepare import prepare_demo
+    from ig_airflow.model_wrapper import encode_rows
+
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = prepare_demo(tmp)
+        artifact = load_artifact(paths["artifact"])
+        baseline = resolve_baseline(artifact.metadata.inputs, artifact.metadata.baseline, paths["train"])
+        rows = pd.read_parquet(paths["test"]).sample(args.adaptive_rows, random_state=0)
+    numeric, categorical = encode_rows(rows, artifact.metadata.inputs)
+    wrapper = TorchModelWrapper(artifact.model, artifact.metadata)
+    adaptive = IGSection(n_steps=32, tolerance=0.01, max_steps=1024)
+    start = time.perf_counter()
+    result = explain_rows(TorchIG(wrapper, baseline, adaptive), numeric, categorical, adaptive)
+    seconds = time.perf_counter() - start
+    coverage = result.converged.mean()
+    n = len(rows)
+    print(
+        f"adaptive on the Adult demo model (tol 1%, 32..1024 steps, {n} rows, {n / seconds:.0f} rows/s): "
+        f"{coverage:.2%} of rows within tolerance, {result.gradient_evaluations} gradient evaluations, "
+        f"mean completeness error {result.completeness_error.mean():.4%}"
+    )
+    for steps in (32, 64, 128, 256, 512, 1024):
+        settings = IGSection(n_steps=steps, max_steps=steps, tolerance=None)
+        fixed = explain_rows(TorchIG(wrapper, baseline, settings), numeric, categorical, settings)
+        change = fixed.prediction - fixed.baseline_prediction
+        share = np.mean(np.abs(fixed.delta) <= 0.01 * np.abs(change) + adaptive.atol)
+        print(f"  fixed {steps:5d} steps: {share:.2%} within tolerance, {n * steps} gradient evaluations")
+        if share >= coverage:
+            ratio = result.gradient_evaluations / (n * steps)
+            print(
+                f"  adaptive needs {ratio:.2f}x the evaluations of the smallest fixed step count ({steps}) "
+                "with the same coverage"
+            )
+            break
+    else:
+        ratio = result.gradient_evaluations / (n * 1024)
+        print(
+            f"  no fixed step count up to 1024 reaches the adaptive coverage; adaptive uses {ratio:.2f}x "
+            "the evaluations of 1024 fixed steps"
+        )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=2048)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--budget-mb", type=float, default=256)
+    parser.add_argument("--floor-chunk", type=int, default=20_480)
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--adaptive-rows", type=int, default=4000)
+    args = parser.parse_args()
+    main()

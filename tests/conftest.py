@@ -1,0 +1,33 @@
+"""Shared fixtures: the demo (Adult data + trained PyTorch artifact), built once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("RAY_DISABLE_USAGE_STATS", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Demo data, a trained and Platt-calibrated PyTorch artifact and a run config."""
+    from ig_airflow.demo.prepare import prepare_demo
+
+    return prepare_demo(tmp_path_factory.mktemp("demo"))
+
+
+@pytest.fixture(scope="session")
+def demo_frames(demo: dict[str, str]):
+    import pandas as pd
+
+    return pd.read_parquet(demo["train"]), pd.read_parquet(demo["test"])
+
+
+def write_config(path: Path, config: dict) -> Path:
+    import yaml
+
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path

@@ -1,0 +1,81 @@
+"""The ig-airflow command line, run as a user would (a real subprocess)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import yaml
+from conftest import write_config
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ig_airflow.cli", *args], capture_output=True, text=True, timeout=600
+    )
+
+
+def demo_config(demo: dict, out: Path, **overrides) -> dict:
+    config = yaml.safe_load(Path(demo["config"]).read_text())
+    config["output"]["uri"] = str(out / "{{ ds }}")
+    config.update(overrides)
+    return config
+
+
+def test_help_explains_every_option() -> None:
+    result = run_cli("explain", "--help")
+    assert result.returncode == 0
+    assert "--config" in result.stdout and "--set" in result.stdout and "placeholder" in result.stdout
+
+
+def test_explain_end_to_end_is_reproducible(demo, tmp_path: Path) -> None:
+    rows = pd.read_parquet(demo["test"]).head(500)
+    rows.to_parquet(tmp_path / "in.parquet", index=False)
+    config = demo_config(demo, tmp_path / "runs")
+    config["data"]["input_uri"] = str(tmp_path / "in.parquet")
+    path = write_config(tmp_path / "run.yaml", config)
+    first = run_cli("explain", "--config", str(path), "--set", "ds=2024-03-01")
+    assert first.returncode == 0, first.stderr
+    assert "explained 500/500 rows" in first.stderr
+    out_dir = tmp_path / "runs" / "2024-03-01"
+    assert sorted(p.name for p in out_dir.iterdir()) == ["attributions.parquet", "manifest.json"]
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    assert manifest["rows"]["explained"] == 500
+    assert manifest["completeness"]["mean_error"] <= 0.01
+    assert manifest["artifact"]["files"]["model.pt"]
+    frame = pd.read_parquet(out_dir / "attributions.parquet")
+    assert frame["row_id"].tolist() == rows["row_id"].tolist()
+    before = (out_dir / "attributions.parquet").read_bytes()
+    again = run_cli("explain", "--config", str(path), "--set", "ds=2024-03-01")
+    assert again.returncode == 0
+    assert (out_dir / "attributions.parquet").read_bytes() == before
+
+
+def test_bad_config_fails_with_key_path_and_writes_nothing(demo, tmp_path: Path) -> None:
+    config = demo_config(demo, tmp_path / "runs")
+    config["ig"]["n_stepz"] = 5
+    path = write_config(tmp_path / "run.yaml", config)
+    result = run_cli("explain", "--config", str(path))
+    assert result.returncode == 2
+    assert "ig.n_stepz: unknown key" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_column_fails_naming_file_and_column_and_leaves_no_partial_file(demo, tmp_path: Path) -> None:
+    pd.read_parquet(demo["test"]).head(50).drop(columns=["age"]).to_parquet(tmp_path / "in.parquet")
+    config = demo_config(demo, tmp_path / "runs")
+    config["data"]["input_uri"] = str(tmp_path / "in.parquet")
+    result = run_cli("explain", "--config", str(write_config(tmp_path / "run.yaml", config)), "--set", "ds=x")
+    assert result.returncode == 2
+    assert "in.parquet: missing column(s) ['age']" in result.stderr
+    out = tmp_path / "runs" / "x"
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_malformed_yaml_exit_code_and_message(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("model: {uri: [\n")
+    result = run_cli("explain", "--config", str(tmp_path / "bad.yaml"))
+    assert result.returncode == 2 and "malformed YAML" in result.stderr
