@@ -13,8 +13,8 @@ demo: setup
 	$(VENV)/python scripts/run_demo.py --out $(OUT)
 
 lint: setup
-	$(VENV)/ruff check ig_airflow tests benchmarks dags scripts
-	$(VENV)/ruff format --check ig_airflow tests benchmarks dags scripts
+	$(VENV)/ruff check .
+	$(VENV)/ruff format --check .
 
 test: lint
 	$(VENV)/python -m pytest -q -ra

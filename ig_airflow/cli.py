@@ -44,6 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
         help="fill a {{ KEY }} placeholder in the config (ds defaults to today's date)",
     )
 
+    for name, text in (
+        (
+            "validate",
+            "validate the input with Great Expectations: validated + quarantined rows, "
+            "GX result JSON and Data Docs under validation.output_uri",
+        ),
+        ("run", "validate the input, then explain the validated rows (the whole pipeline)"),
+    ):
+        command = sub.add_parser(name, help=text, description=text)
+        command.add_argument("--config", required=True, help="run config YAML")
+        command.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="fill a {{ KEY }} placeholder in the config (ds defaults to today)",
+        )
+
     demo = sub.add_parser("demo", help="demo data and model (UCI Adult)")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
     prepare = demo_sub.add_parser(
@@ -70,6 +88,19 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 json.dumps({k: manifest[k] for k in ("outputs", "rows", "completeness", "timing")}, indent=2)
             )
+        elif args.command == "validate":
+            from ig_airflow.config import load_run_config
+            from ig_airflow.validation import run_validation
+
+            report = run_validation(load_run_config(args.config, _template_vars(args.set)))
+            print(json.dumps({k: report[k] for k in ("rows", "mapped", "outputs")}, indent=2))
+        elif args.command == "run":
+            from ig_airflow.config import load_run_config
+            from ig_airflow.pipeline import run_pipeline
+
+            manifest = run_pipeline(load_run_config(args.config, _template_vars(args.set)))
+            keys = ("outputs", "rows", "validation", "completeness", "timing")
+            print(json.dumps({k: manifest.get(k) for k in keys}, indent=2))
         elif args.command == "demo" and args.demo_command == "prepare":
             from ig_airflow.demo.prepare import prepare_demo
 

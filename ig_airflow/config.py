@@ -103,6 +103,36 @@ class IGSection(_Strict):
         return self
 
 
+Policy = Literal["fail", "skip", "map_to_default"]
+
+
+class ValidationSection(_Strict):
+    """Input validation (Great Expectations) before IG; see :mod:`ig_airflow.validation`."""
+
+    enabled: bool = True
+    policy: Policy = Field(
+        "skip",
+        description="fail: stop the run; skip: quarantine the row with its reasons; "
+        "map_to_default: unseen/missing category -> OOV (or defaults[feature]), "
+        "numeric -> defaults[feature].",
+    )
+    feature_policies: dict[str, Policy] = Field(default_factory=dict, description="Per-feature override.")
+    defaults: dict[str, float | int | str] = Field(
+        default_factory=dict, description="map_to_default target per feature (categorical: OOV if unset)."
+    )
+    allow_extra_columns: bool = Field(True, description="Columns not in the spec pass through.")
+    min_rows: int = Field(0, ge=0, description="Fail when the input has fewer rows.")
+    expectations: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Extra GX expectations: {type: ExpectColumnValuesToBeBetween, kwargs: {...}}.",
+    )
+    gx_project_root: str | None = Field(
+        None, description="Use a GX file context at this directory instead of an ephemeral one."
+    )
+    output_uri: str | None = Field(None, description="Default: <output.uri>/validation.")
+    data_docs: bool = True
+
+
 class OutputSection(_Strict):
     uri: str = Field(description="Directory for attributions.parquet and manifest.json.")
 
@@ -113,7 +143,7 @@ class RunConfig(_Strict):
     baseline: BaselineSection = BaselineSection()
     ig: IGSection = IGSection()
     output: OutputSection
-    validation: dict[str, Any] | None = None
+    validation: ValidationSection = ValidationSection()
     ray: dict[str, Any] | None = None
 
     def config_hash(self) -> str:

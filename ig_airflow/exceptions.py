@@ -18,4 +18,11 @@ class InputDataError(IGAirflowError):
 
 
 class ValidationFailed(IGAirflowError):
-    """Input validation found rows that the run's policy says must fail the run."""
+    """Input validation found rows that the run's policy says must fail the run.
+
+    ``outcome`` holds the validation report and GX result when validation ran that far.
+    """
+
+    def __init__(self, message: str, outcome: object | None = None):
+        super().__init__(message)
+        self.outcome = outcome

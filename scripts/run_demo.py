@@ -1,4 +1,4 @@
-"""The README's demo: build the Adult demo (data + trained model) and explain the held-out rows.
+"""The README's demo: build the Adult demo (data + trained model), validate and explain the held-out rows.
 
 Usage: python scripts/run_demo.py [--out demo_output]
 """
@@ -12,7 +12,7 @@ import logging
 
 from ig_airflow.config import load_run_config
 from ig_airflow.demo.prepare import prepare_demo
-from ig_airflow.explain import run_explain
+from ig_airflow.pipeline import run_pipeline
 
 
 def main() -> None:
@@ -22,8 +22,13 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     paths = prepare_demo(args.out)
     config = load_run_config(paths["config"], {"ds": dt.date.today().isoformat()})
-    manifest = run_explain(config)
-    print(json.dumps({"demo": paths, "explain": manifest["outputs"], "rows": manifest["rows"]}, indent=2))
+    manifest = run_pipeline(config)
+    print(
+        json.dumps(
+            {"demo": paths, "explain": manifest["outputs"], "validation": manifest["validation"]["rows"]},
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

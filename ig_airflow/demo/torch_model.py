@@ -120,7 +120,7 @@ def train_tabular_net(
 def fit_platt(logits: np.ndarray, labels: np.ndarray, iterations: int = 200) -> tuple[float, float]:
     """Fit Platt scaling ``sigmoid(a*z + b)`` to held-out logits by logistic regression."""
     z = torch.as_tensor(logits, dtype=torch.float64)
-    y = torch.as_tensor(labels, dtype=torch.float64)
+    y = torch.as_tensor(np.array(labels, dtype=np.float64))
     params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
     optimiser = torch.optim.LBFGS([params], max_iter=iterations)
 

@@ -1,0 +1,34 @@
+"""Validate then explain, in one process (the CLI's ``run`` and notebooks). The Airflow DAGs
+run the same library calls as separate tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ig_airflow.config import RunConfig
+from ig_airflow.explain import run_explain
+from ig_airflow.io import join_uri, read_json, write_json
+from ig_airflow.validation import run_validation
+
+
+def validated_config(config: RunConfig, validated_uri: str) -> RunConfig:
+    """The run config with the validated rows as the IG input."""
+    return config.model_copy(update={"data": config.data.model_copy(update={"input_uri": validated_uri})})
+
+
+def run_pipeline(config: RunConfig) -> dict[str, Any]:
+    """Validate the input (when ``validation.enabled``), explain the validated rows, and put the
+    validation counts into the run manifest. Returns the manifest."""
+    if not config.validation.enabled:
+        return run_explain(config)
+    report = run_validation(config)
+    manifest = run_explain(validated_config(config, report["outputs"]["validated"]))
+    manifest["input_uri"] = config.data.input_uri
+    manifest["validation"] = {
+        "rows": report["rows"],
+        "mapped": report["mapped"],
+        "outputs": report["outputs"],
+    }
+    manifest_uri = join_uri(config.output.uri, "manifest.json")
+    write_json(manifest_uri, {**read_json(manifest_uri), **manifest})
+    return manifest
