@@ -32,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain = sub.add_parser(
         "explain",
         help="explain a Parquet file with a model artifact, as the run config says",
-        description="Reads data.input_uri in batches, computes IG, and writes "
+        description="Reads data.input_uri, computes IG (on Ray when ray.enabled, the default: "
+        "embedded local Ray, or the cluster at ray.address / RAY_ADDRESS), and writes "
         "attributions.parquet and manifest.json under output.uri (write-then-rename).",
     )
     explain.add_argument("--config", required=True, help="run config YAML (see ig_airflow.config)")
@@ -81,10 +82,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "explain":
             from ig_airflow.config import load_run_config
-            from ig_airflow.explain import run_explain
+            from ig_airflow.pipeline import run_ig
 
             config = load_run_config(args.config, _template_vars(args.set))
-            manifest = run_explain(config)
+            manifest = run_ig(config)
             print(
                 json.dumps({k: manifest[k] for k in ("outputs", "rows", "completeness", "timing")}, indent=2)
             )

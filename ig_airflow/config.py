@@ -133,6 +133,45 @@ class ValidationSection(_Strict):
     data_docs: bool = True
 
 
+class RaySection(_Strict):
+    """Where and how the IG stage runs on Ray; see :mod:`ig_airflow.distributed`."""
+
+    enabled: bool = Field(True, description="Run IG on Ray (false: in the calling process).")
+    address: str | None = Field(
+        None, description="Cluster address; default: RAY_ADDRESS, else an embedded local Ray."
+    )
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of the embedded local Ray (default: all).")
+    num_workers: int = Field(2, ge=1, description="Actors, each loading the model once.")
+    cpus_per_worker: float = Field(1.0, gt=0)
+    gpus_per_worker: float = Field(0.0, ge=0, description="num_gpus per actor; 0 = CPU workers.")
+    shard_rows: int = Field(
+        8192, ge=1, description="Rows per shard (a multiple of ig.batch_rows or smaller)."
+    )
+    max_restarts: int = Field(3, ge=0, description="Restarts of a dead worker process.")
+    max_task_retries: int = Field(3, ge=0, description="Retries of a shard whose worker died.")
+    max_shard_attempts: int = Field(2, ge=1, description="Fresh workers tried for a shard before failing.")
+
+
+class DriftSection(_Strict):
+    """Attribution drift against a reference run; see :mod:`ig_airflow.drift`."""
+
+    reference_uri: str | None = Field(
+        None, description="attributions.parquet of the reference run (other model version or period)."
+    )
+    history_uri: str | None = Field(None, description="Parquet history table, one row per run and feature.")
+    run_key: str | None = Field(None, description="Identifies this run in the history table (default: ds).")
+    top_k: int = Field(5, ge=1, description="k of NDCG@k and of the entered/left top-k lists.")
+    ndcg_min: float = Field(0.90, ge=0, le=1, description="Alert below this NDCG@k (SageMaker default 0.90).")
+    spearman_min: float | None = Field(None, ge=-1, le=1, description="Alert below this rank correlation.")
+    js_max: float = Field(
+        0.1, ge=0, description="Alert when a feature's Jensen-Shannon distance exceeds this."
+    )
+    psi_max: float = Field(0.25, ge=0, description="Alert when a feature's PSI exceeds this.")
+    share_change_max: float = Field(0.10, ge=0, description="Alert when a feature's share moves more.")
+    bins: int = Field(20, ge=2, description="Shared bins of the distribution metrics.")
+    on_alert: Literal["fail", "warn"] = Field("warn", description="fail: the drift task fails on an alert.")
+
+
 class OutputSection(_Strict):
     uri: str = Field(description="Directory for attributions.parquet and manifest.json.")
 
@@ -140,11 +179,12 @@ class OutputSection(_Strict):
 class RunConfig(_Strict):
     model: ModelSection
     data: DataSection
-    baseline: BaselineSection = BaselineSection()
+    baseline: BaselineSection | None = Field(None, description="Default: the artifact's baseline.")
     ig: IGSection = IGSection()
     output: OutputSection
     validation: ValidationSection = ValidationSection()
-    ray: dict[str, Any] | None = None
+    ray: RaySection = RaySection()
+    drift: DriftSection = DriftSection()
 
     def config_hash(self) -> str:
         """Hash of everything that changes the attributions (not paths to outputs)."""
@@ -152,7 +192,10 @@ class RunConfig(_Strict):
         payload.pop("output", None)
         return sha256_json(payload)
 
-    def unresolved_placeholders(self) -> list[str]:
+    def unresolved_placeholders(self, *sections: str) -> list[str]:
+        """``key=value`` of every string still holding a ``{{ name }}`` placeholder, in the
+        given sections (default: the ones the IG stage reads)."""
+        sections = sections or ("model", "data", "baseline", "ig", "output", "ray")
         found: list[str] = []
 
         def walk(value: Any, path: str) -> None:
@@ -165,7 +208,9 @@ class RunConfig(_Strict):
                 for i, item in enumerate(value):
                     walk(item, f"{path}[{i}]")
 
-        walk(self.model_dump(mode="json"), "")
+        dumped = self.model_dump(mode="json")
+        for section in sections:
+            walk(dumped.get(section), section)
         return found
 
 

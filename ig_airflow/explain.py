@@ -133,7 +133,7 @@ class Explainer:
 
 def effective_baseline(config: RunConfig, artifact: LoadedArtifact) -> BaselineSection:
     """The run config's baseline when it sets one, else the artifact's default."""
-    return config.baseline if "baseline" in config.model_fields_set else artifact.metadata.baseline
+    return config.baseline if config.baseline is not None else artifact.metadata.baseline
 
 
 def build_explainer(config: RunConfig, artifact: LoadedArtifact | None = None) -> Explainer:

@@ -34,6 +34,9 @@ def exists(uri: str) -> bool:
     return fs.exists(path)
 
 
+ROW_GROUP_ROWS = 65_536  # readers of a row range touch at most this many extra rows
+
+
 def _tmp_name(path: str) -> str:
     head, _, tail = path.rpartition("/")
     tmp = f".{tail}.tmp-{uuid.uuid4().hex[:12]}"
@@ -81,7 +84,7 @@ def write_parquet(uri: str, table: pa.Table) -> None:
     """Atomically write an Arrow table as Parquet. The bytes depend only on the table, so
     re-running a task gives a byte-identical file."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", write_statistics=True)
+    pq.write_table(table, sink, compression="zstd", write_statistics=True, row_group_size=ROW_GROUP_ROWS)
     atomic_write_bytes(uri, sink.getvalue().to_pybytes())
 
 
@@ -102,6 +105,36 @@ def iter_parquet_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Stream ``uri`` in record batches of at most ``batch_rows`` rows."""
     yield from open_parquet(uri).iter_batches(batch_size=batch_rows, columns=columns)
+
+
+def read_row_range(uri: str, start: int, stop: int, columns: list[str] | None = None) -> pa.Table:
+    """Rows ``[start, stop)`` of a Parquet file, reading only the row groups that hold them."""
+    parquet = open_parquet(uri)
+    groups, offset, first = [], 0, None
+    for i in range(parquet.metadata.num_row_groups):
+        n = parquet.metadata.row_group(i).num_rows
+        if offset + n > start and offset < stop:
+            groups.append(i)
+            first = offset if first is None else first
+        offset += n
+    if not groups:
+        return (
+            parquet.schema_arrow.empty_table().select(columns)
+            if columns
+            else parquet.schema_arrow.empty_table()
+        )
+    table = parquet.read_row_groups(groups, columns=columns)
+    return table.slice(start - first, stop - start)
+
+
+def sha256_uri(uri: str) -> str:
+    """sha256 of a file's bytes (streamed)."""
+    fs, path = filesystem(uri)
+    digest = hashlib.sha256()
+    with fs.open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:

@@ -16,13 +16,22 @@ def validated_config(config: RunConfig, validated_uri: str) -> RunConfig:
     return config.model_copy(update={"data": config.data.model_copy(update={"input_uri": validated_uri})})
 
 
+def run_ig(config: RunConfig) -> dict[str, Any]:
+    """The IG stage: on Ray when ``ray.enabled`` (the default), else in this process."""
+    if config.ray.enabled:
+        from ig_airflow.distributed import run_explain_ray
+
+        return run_explain_ray(config)
+    return run_explain(config)
+
+
 def run_pipeline(config: RunConfig) -> dict[str, Any]:
     """Validate the input (when ``validation.enabled``), explain the validated rows, and put the
     validation counts into the run manifest. Returns the manifest."""
     if not config.validation.enabled:
-        return run_explain(config)
+        return run_ig(config)
     report = run_validation(config)
-    manifest = run_explain(validated_config(config, report["outputs"]["validated"]))
+    manifest = run_ig(validated_config(config, report["outputs"]["validated"]))
     manifest["input_uri"] = config.data.input_uri
     manifest["validation"] = {
         "rows": report["rows"],

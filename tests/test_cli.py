@@ -39,9 +39,9 @@ def test_explain_end_to_end_is_reproducible(demo, tmp_path: Path) -> None:
     path = write_config(tmp_path / "run.yaml", config)
     first = run_cli("explain", "--config", str(path), "--set", "ds=2024-03-01")
     assert first.returncode == 0, first.stderr
-    assert "explained 500/500 rows" in first.stderr
+    assert "shards 1/1 done" in first.stderr and "starting an embedded local Ray" in first.stderr
     out_dir = tmp_path / "runs" / "2024-03-01"
-    assert sorted(p.name for p in out_dir.iterdir()) == ["attributions.parquet", "manifest.json"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["attributions.parquet", "manifest.json", "shards"]
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["rows"]["explained"] == 500
     assert manifest["completeness"]["mean_error"] <= 0.01
@@ -51,7 +51,15 @@ def test_explain_end_to_end_is_reproducible(demo, tmp_path: Path) -> None:
     before = (out_dir / "attributions.parquet").read_bytes()
     again = run_cli("explain", "--config", str(path), "--set", "ds=2024-03-01")
     assert again.returncode == 0
+    assert "1 already done for these hashes, 0 to compute" in again.stderr
     assert (out_dir / "attributions.parquet").read_bytes() == before
+    config["ray"] = {"enabled": False}  # the in-process engine writes the same bytes
+    in_process = run_cli(
+        "explain", "--config", str(write_config(tmp_path / "local.yaml", config)), "--set", "ds=local"
+    )
+    assert in_process.returncode == 0 and "explained 500/500 rows" in in_process.stderr
+    local = pd.read_parquet(tmp_path / "runs" / "local" / "attributions.parquet")
+    pd.testing.assert_frame_equal(local, frame, atol=1e-6)
 
 
 def test_bad_config_fails_with_key_path_and_writes_nothing(demo, tmp_path: Path) -> None:

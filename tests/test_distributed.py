@@ -1,0 +1,125 @@
+"""IG on a real embedded Ray: equality with the in-process engine, worker death, resume."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from ig_airflow.config import parse_run_config
+from ig_airflow.distributed import ShardFailed, run_explain_ray
+from ig_airflow.explain import run_explain
+from ig_airflow.faults import ENV, InjectedFault
+
+
+@pytest.fixture(scope="module", autouse=True)
+def embedded_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def rows_uri(demo, tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("ray_in") / "rows.parquet"
+    pd.read_parquet(demo["test"]).head(1200).to_parquet(path, index=False)
+    return str(path)
+
+
+def make_config(demo, rows_uri: str, out: Path, **ray):
+    raw = yaml.safe_load(Path(demo["config"]).read_text())
+    raw["data"]["input_uri"] = rows_uri
+    raw["output"]["uri"] = str(out)
+    raw["ig"]["batch_rows"] = 100
+    raw["ray"] = {"num_workers": 2, "shard_rows": 300, **ray}
+    return parse_run_config(raw)
+
+
+def load(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "attributions.parquet").sort_values("row_id").reset_index(drop=True)
+
+
+def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    assert a["row_id"].tolist() == b["row_id"].tolist()
+    assert a["n_steps"].tolist() == b["n_steps"].tolist()
+    floats = [c for c in a.columns if c.startswith("attr__")] + ["prediction", "delta"]
+    np.testing.assert_allclose(a[floats].to_numpy(), b[floats].to_numpy(), atol=1e-6, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def in_process(demo, rows_uri, tmp_path_factory) -> pd.DataFrame:
+    out = tmp_path_factory.mktemp("inproc")
+    run_explain(make_config(demo, rows_uri, out))
+    return load(out)
+
+
+def test_ray_output_equals_in_process_engine(demo, rows_uri, in_process, tmp_path: Path) -> None:
+    manifest = run_explain_ray(make_config(demo, rows_uri, tmp_path))
+    assert manifest["shards"] == {"total": 4, "skipped": 0, "computed": 4}
+    assert manifest["rows"]["explained"] == 1200
+    assert sorted(p.name for p in (tmp_path / "shards").glob("*.parquet")) == [
+        f"part-0000{i}.parquet" for i in range(4)
+    ]
+    assert_same(load(tmp_path), in_process)
+
+
+def test_killed_worker_is_retried_and_output_unchanged(
+    demo, rows_uri, in_process, tmp_path, monkeypatch
+) -> None:
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(ENV, f"kill_worker:shard=2:once={marker}")
+    manifest = run_explain_ray(make_config(demo, rows_uri, tmp_path / "out"))
+    assert marker.exists()  # the worker really died once
+    assert manifest["shards"]["computed"] == 4
+    assert_same(load(tmp_path / "out"), in_process)
+
+
+def test_interrupted_run_resumes_only_missing_shards(
+    demo, rows_uri, in_process, tmp_path, monkeypatch
+) -> None:
+    config = make_config(demo, rows_uri, tmp_path / "out", num_workers=1)
+    monkeypatch.setenv(ENV, f"fail_run:after_shards=2:once={tmp_path / 'failed'}")
+    with pytest.raises(InjectedFault):
+        run_explain_ray(config)
+    shards = tmp_path / "out" / "shards"
+    finished = sorted(p.name for p in shards.glob("*.parquet"))
+    assert 2 <= len(finished) < 4 and not (tmp_path / "out" / "attributions.parquet").exists()
+    stamps = {name: (shards / name).stat().st_mtime_ns for name in finished}
+    manifest = run_explain_ray(config)
+    assert manifest["shards"] == {"total": 4, "skipped": len(finished), "computed": 4 - len(finished)}
+    assert {name: (shards / name).stat().st_mtime_ns for name in finished} == stamps
+    assert_same(load(tmp_path / "out"), in_process)
+    # a changed config invalidates every finished shard
+    changed = make_config(demo, rows_uri, tmp_path / "out", num_workers=1).model_copy(
+        update={"ig": config.ig.model_copy(update={"n_steps": 16})}
+    )
+    assert run_explain_ray(changed)["shards"]["skipped"] == 0
+
+
+def test_shard_that_keeps_failing_fails_the_run_with_its_id(demo, rows_uri, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv(ENV, "kill_worker:shard=1")
+    config = make_config(demo, rows_uri, tmp_path, max_restarts=1, max_task_retries=1, max_shard_attempts=1)
+    with pytest.raises(ShardFailed, match=r"shard 1 \(rows 300-600\) failed 1 time\(s\), its worker died"):
+        run_explain_ray(config)
+    assert not (tmp_path / "attributions.parquet").exists()
+    assert not list(tmp_path.rglob(".*.tmp-*"))
+
+
+def test_bad_row_in_a_shard_names_the_shard_and_column(demo, tmp_path) -> None:
+    frame = pd.read_parquet(demo["test"]).head(600)
+    frame.loc[450, "race"] = "Unknown-race"
+    frame.to_parquet(tmp_path / "bad.parquet", index=False)
+    with pytest.raises(ShardFailed, match=r"shard 1 \(rows 300-600\) failed: .*column 'race': 1 row"):
+        run_explain_ray(make_config(demo, str(tmp_path / "bad.parquet"), tmp_path / "out"))
+
+
+def test_gpu_request_without_gpus_is_a_clear_error(demo, rows_uri, tmp_path) -> None:
+    from ig_airflow.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=r"ray.gpus_per_worker=1.0 but the Ray cluster has 0 GPU"):
+        run_explain_ray(make_config(demo, rows_uri, tmp_path, gpus_per_worker=1))
