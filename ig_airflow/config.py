@@ -156,7 +156,9 @@ class DriftSection(_Strict):
     """Attribution drift against a reference run; see :mod:`ig_airflow.drift`."""
 
     reference_uri: str | None = Field(
-        None, description="attributions.parquet of the reference run (other model version or period)."
+        None,
+        description="attributions.parquet of the reference run (other model version or period), "
+        "or 'previous': the latest earlier run in the history table.",
     )
     history_uri: str | None = Field(None, description="Parquet history table, one row per run and feature.")
     run_key: str | None = Field(None, description="Identifies this run in the history table (default: ds).")

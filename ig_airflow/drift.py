@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from ig_airflow.aggregation import attribution_features, feature_summary, read_column
 from ig_airflow.config import DriftSection
-from ig_airflow.exceptions import IGAirflowError
+from ig_airflow.exceptions import ConfigError, IGAirflowError
 from ig_airflow.explain import ATTRIBUTION_PREFIX
 from ig_airflow.io import exists, join_uri, read_parquet, write_json, write_parquet
 
@@ -209,6 +209,17 @@ def append_history(history_uri: str, run_key: str, summary: pd.DataFrame, extra:
     return len(rows)
 
 
+def previous_run(history_uri: str | None, run_key: str) -> str | None:
+    """Attributions URI of the latest run before ``run_key`` in the history table."""
+    if not history_uri:
+        raise ConfigError("drift.reference_uri: 'previous' needs drift.history_uri")
+    if not exists(history_uri):
+        return None
+    history = read_parquet(history_uri, columns=["run_key", "attributions_uri"]).to_pandas()
+    earlier = history[history["run_key"] < run_key].sort_values("run_key")
+    return str(earlier["attributions_uri"].iloc[-1]) if len(earlier) else None
+
+
 def summarise_drift(
     current_uri: str, output_uri: str, settings: DriftSection, run_key: str
 ) -> dict[str, Any]:
@@ -216,20 +227,24 @@ def summarise_drift(
     ``current_uri`` with ``settings.reference_uri``; append the run to the history table.
     Alerts are logged; with ``on_alert: fail`` they raise :class:`DriftAlert` after the
     outputs are written."""
-    result: dict[str, Any] = {"run_key": run_key, "current": current_uri, "reference": settings.reference_uri}
+    reference = settings.reference_uri
+    if reference == "previous":
+        reference = previous_run(settings.history_uri, run_key)
+    result: dict[str, Any] = {"run_key": run_key, "current": current_uri, "reference": reference}
     summary = feature_summary(current_uri)
     if settings.history_uri:
-        result["history_rows"] = append_history(settings.history_uri, run_key, summary, {})
+        extra = {"attributions_uri": current_uri}
+        result["history_rows"] = append_history(settings.history_uri, run_key, summary, extra)
         result["history"] = settings.history_uri
-    if settings.reference_uri:
-        report = compare_runs(settings.reference_uri, current_uri, settings)
+    if reference:
+        report = compare_runs(reference, current_uri, settings)
         write_parquet(
             join_uri(output_uri, "drift_features.parquet"),
             pa.Table.from_pandas(report.features, preserve_index=False),
         )
         result.update(report.to_dict())
     else:
-        result.update({"alerts": [], "note": "no reference run configured; history only"})
+        result.update({"alerts": [], "note": "no reference run (none configured, or no earlier run)"})
     write_json(join_uri(output_uri, "drift.json"), result)
     for alert in result["alerts"]:
         log.warning(

@@ -31,6 +31,24 @@ def write_frame(frame: pd.DataFrame, path: Path) -> None:
     write_parquet(str(path), pa.Table.from_pandas(frame, preserve_index=False))
 
 
+PARTITION_DAYS = 7
+PARTITION_START = "2024-01-01"
+
+
+def write_daily_partitions(frame: pd.DataFrame, root: Path, days: int = PARTITION_DAYS) -> list[str]:
+    """Split rows into synthetic daily partitions ``root/ds=YYYY-MM-DD/rows.parquet``,
+    deterministically by a hash of the row id (Adult has no dates)."""
+    dates = pd.date_range(PARTITION_START, periods=days, freq="D").strftime("%Y-%m-%d")
+    day = (pd.util.hash_array(frame[ID].to_numpy()) % days).astype(int)
+    written = []
+    for i, ds in enumerate(dates):
+        path = root / f"ds={ds}" / "rows.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_frame(frame[day == i].reset_index(drop=True), path)
+        written.append(str(path))
+    return written
+
+
 def train_demo_torch(train: pd.DataFrame, artifact_dir: Path, seed: int = 0, epochs: int = 6) -> dict:
     """Train the demo :class:`TabularNet`, fit Platt scaling on a held-out slice and save the
     artifact; returns its metadata as a dict."""
@@ -77,6 +95,7 @@ def prepare_demo(out_dir: str | Path, seed: int = 0) -> dict[str, str]:
     }
     write_frame(train, paths["train"])
     write_frame(test, paths["test"])
+    write_daily_partitions(test, out / "partitions")
     train_demo_torch(train, paths["artifact"], seed=seed)
     config = {
         "model": {"uri": str(paths["artifact"])},

@@ -1,0 +1,51 @@
+"""Airflow provider metadata (entry point ``apache_airflow_provider``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def get_provider_info() -> dict[str, Any]:
+    from ig_airflow import __version__
+
+    return {
+        "package-name": "ig-airflow",
+        "name": "Integrated Gradients (ig_airflow)",
+        "description": "Integrated Gradients explanations for PyTorch and TensorFlow models: "
+        "artifact loading, Great Expectations validation, IG on Ray, aggregation and drift.",
+        "versions": [__version__],
+        "integrations": [
+            {
+                "integration-name": "Integrated Gradients",
+                "external-doc-url": "https://arxiv.org/abs/1703.01365",
+                "tags": ["software"],
+            }
+        ],
+        "operators": [
+            {
+                "integration-name": "Integrated Gradients",
+                "python-modules": [
+                    "ig_airflow.operators.artifact",
+                    "ig_airflow.operators.validate",
+                    "ig_airflow.operators.attribution",
+                    "ig_airflow.operators.aggregate",
+                    "ig_airflow.operators.drift",
+                ],
+            }
+        ],
+        "config": {
+            "ig_airflow": {
+                "description": "ig_airflow settings (environment variables also work).",
+                "options": {
+                    "demo_dir": {
+                        "description": "Where the example DAGs keep demo data and outputs "
+                        "(env IG_AIRFLOW_DEMO_DIR).",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "/opt/airflow/ig_demo",
+                        "default": "demo_output",
+                    }
+                },
+            }
+        },
+    }

@@ -1,0 +1,80 @@
+"""What every ig_airflow operator shares: reading the run config with Airflow's context."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from airflow.sdk import BaseOperator
+
+from ig_airflow.config import RunConfig, parse_run_config
+from ig_airflow.exceptions import ConfigError
+
+
+def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def context_vars(context: Any) -> dict[str, Any]:
+    """Placeholder values from the task context: ``ds``, ``ds_nodash``, ``run_id``, ``dag_id``.
+    Asset-triggered runs have no logical date; their ``ds`` is the run's ``run_after`` date."""
+    values: dict[str, Any] = {}
+    ds = context.get("ds")
+    if not ds and context.get("dag_run") is not None:
+        run_after = getattr(context["dag_run"], "run_after", None)
+        ds = run_after.date().isoformat() if run_after else None
+    if ds:
+        values.update(ds=ds, ds_nodash=ds.replace("-", ""))
+    if context.get("run_id"):
+        values["run_id"] = context["run_id"]
+    if context.get("dag") is not None:
+        values["dag_id"] = context["dag"].dag_id
+    return values
+
+
+class IGStageOperator(BaseOperator):
+    """Base of the stage operators.
+
+    Args:
+        config_path: the run config YAML (templated).
+        template_vars: values for ``{{ name }}`` placeholders in the config, on top of the
+            context's ``ds``, ``ds_nodash``, ``run_id`` and ``dag_id`` (templated).
+        overrides: a mapping deep-merged into the config before validation, e.g.
+            ``{"model": {"uri": "..."}}`` (templated).
+    """
+
+    template_fields: Sequence[str] = ("config_path", "template_vars", "overrides")
+    ui_color = "#e8f4ea"
+
+    def __init__(
+        self,
+        *,
+        config_path: str,
+        template_vars: dict[str, Any] | None = None,
+        overrides: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.config_path = config_path
+        self.template_vars = template_vars or {}
+        self.overrides = overrides or {}
+
+    def run_config(self, context: Any) -> RunConfig:
+        path = Path(self.config_path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+        values = {**context_vars(context), **self.template_vars}
+        return parse_run_config(deep_merge(raw, self.overrides), str(path), values)

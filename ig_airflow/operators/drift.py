@@ -1,0 +1,46 @@
+"""Global attribution drift with thresholds and alerts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ig_airflow.operators.base import IGStageOperator, context_vars
+
+
+class SummariseDriftOperator(IGStageOperator):
+    """Compare this run's attributions with ``drift.reference_uri`` (another model version,
+    another period, or ``previous``: the latest earlier run in the history table), append the
+    run to the history table, and write ``<output.uri>/drift/drift.json``. Alerts are logged
+    as ``DRIFT ALERT``; with ``drift.on_alert: fail`` the task fails. The returned XCom has
+    ``alert`` (bool) for a downstream branch.
+
+    Example::
+
+        drift = SummariseDriftOperator(task_id="drift", config_path="configs/run.yaml",
+                                       overrides={"drift": {"on_alert": "fail"}})
+    """
+
+    def execute(self, context: Any) -> dict[str, Any]:
+        from ig_airflow.drift import summarise_drift
+        from ig_airflow.io import join_uri
+
+        config = self.run_config(context)
+        run_key = config.drift.run_key or context_run_key(context)
+        result = summarise_drift(
+            join_uri(config.output.uri, "attributions.parquet"),
+            join_uri(config.output.uri, "drift"),
+            config.drift,
+            run_key,
+        )
+        return {
+            "alert": bool(result["alerts"]),
+            "alerts": [f"{a['metric']}:{','.join(a['features'])}" for a in result["alerts"]],
+            "ndcg_at_k": result.get("ndcg_at_k"),
+            "drift": join_uri(config.output.uri, "drift", "drift.json"),
+            "run_key": run_key,
+        }
+
+
+def context_run_key(context: Any) -> str:
+    values = context_vars(context)
+    return values.get("ds") or values.get("run_id") or "run"
