@@ -70,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     prepare.add_argument("--out", default="demo_output", help="output directory (default: demo_output)")
     prepare.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
+    prepare.add_argument("--tensorflow", action="store_true", help="also train and save the Keras demo model")
     return parser
 
 
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo" and args.demo_command == "prepare":
             from ig_airflow.demo.prepare import prepare_demo
 
-            print(json.dumps(prepare_demo(args.out, seed=args.seed), indent=2))
+            print(json.dumps(prepare_demo(args.out, seed=args.seed, tensorflow=args.tensorflow), indent=2))
     except IGAirflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

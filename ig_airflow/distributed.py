@@ -16,6 +16,7 @@ connects to an existing cluster. ``ray.gpus_per_worker`` > 0 asks for GPU worker
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
@@ -100,13 +101,20 @@ def _worker_class(config: RunConfig) -> Any:
         """Loads the model once; explains shards and writes them."""
 
         def __init__(self, config_json: dict[str, Any], threads: int):
-            import torch
-
+            from ig_airflow.artifacts import read_metadata
             from ig_airflow.config import RunConfig
             from ig_airflow.explain import build_explainer
 
-            torch.set_num_threads(max(1, threads))
             self.config = RunConfig.model_validate(config_json)
+            if read_metadata(self.config.model.uri).framework == "tensorflow":
+                import tensorflow as tf
+
+                with contextlib.suppress(RuntimeError):  # only before TF's runtime starts
+                    tf.config.threading.set_intra_op_parallelism_threads(max(1, threads))
+            else:
+                import torch
+
+                torch.set_num_threads(max(1, threads))
             self.explainer = build_explainer(self.config)
 
         def explain_shard(self, shard: Shard, record: dict[str, Any]) -> dict[str, Any]:

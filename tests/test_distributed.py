@@ -123,3 +123,33 @@ def test_gpu_request_without_gpus_is_a_clear_error(demo, rows_uri, tmp_path) -> 
 
     with pytest.raises(ConfigError, match=r"ray.gpus_per_worker=1.0 but the Ray cluster has 0 GPU"):
         run_explain_ray(make_config(demo, rows_uri, tmp_path, gpus_per_worker=1))
+
+
+def test_tensorflow_artifact_on_ray_equals_in_process(demo, rows_uri, tmp_path) -> None:
+    pytest.importorskip("keras")
+    from ig_airflow.artifacts import load_artifact, save_artifact
+    from ig_airflow.demo.keras_model import keras_from_torch, keras_input_spec
+
+    torch_artifact = load_artifact(demo["artifact"])
+    meta = torch_artifact.metadata
+    save_artifact(
+        keras_from_torch(torch_artifact.model),
+        str(tmp_path / "keras"),
+        inputs=keras_input_spec(meta.inputs),
+        output=meta.output,
+        calibration=meta.calibration,
+        baseline=meta.baseline,
+        custom_objects_module="ig_airflow.demo.keras_model",
+    )
+    config = make_config(demo, rows_uri, tmp_path / "ray")
+    config = config.model_copy(
+        update={"model": config.model.model_copy(update={"uri": str(tmp_path / "keras")})}
+    )
+    manifest = run_explain_ray(config)
+    assert manifest["artifact"]["framework"] == "tensorflow" and manifest["shards"]["computed"] == 4
+    run_explain(
+        config.model_copy(
+            update={"output": config.output.model_copy(update={"uri": str(tmp_path / "local")})}
+        )
+    )
+    assert_same(load(tmp_path / "ray"), load(tmp_path / "local"))

@@ -5,6 +5,7 @@
     demo_output/data/adult_train.parquet    reference rows (baselines, training)
     demo_output/data/adult_test.parquet     held-out rows to explain
     demo_output/artifacts/adult_torch/      model artifact (state_dict + ig_artifact.json)
+    demo_output/artifacts/adult_keras/      with tensorflow=True: the Keras twin (.keras)
     demo_output/configs/explain.yaml        run config for ``ig-airflow explain``
 """
 
@@ -81,7 +82,35 @@ def train_demo_torch(train: pd.DataFrame, artifact_dir: Path, seed: int = 0, epo
     return metadata.model_dump(mode="json")
 
 
-def prepare_demo(out_dir: str | Path, seed: int = 0) -> dict[str, str]:
+def train_demo_keras(train: pd.DataFrame, artifact_dir: Path, seed: int = 0, epochs: int = 4) -> dict:
+    """Train the Keras twin of the demo model and save it as a ``.keras`` artifact (custom
+    layer registered by ``ig_airflow.demo.keras_model``), Platt-calibrated like the PyTorch one."""
+    from ig_airflow.demo.keras_model import keras_input_spec, train_tabular_keras
+    from ig_airflow.demo.torch_model import fit_platt, input_spec_from_frame
+    from ig_airflow.model_wrapper import encode_rows
+
+    spec = keras_input_spec(input_spec_from_frame(train, NUMERIC, CATEGORICAL))
+    holdout = np.random.default_rng(seed).random(len(train)) < 0.2
+    model = train_tabular_keras(train[~holdout], spec, LABEL, epochs=epochs, seed=seed)
+    numeric, categorical = encode_rows(train[holdout], spec)
+    logits = model.predict([numeric.astype("float32"), categorical.astype("int32")], verbose=0).reshape(-1)
+    a, b = fit_platt(logits, train.loc[holdout, LABEL].to_numpy())
+    accuracy = float(((logits > 0) == train.loc[holdout, LABEL].to_numpy()).mean())
+    metadata = save_artifact(
+        model,
+        str(artifact_dir),
+        inputs=spec,
+        custom_objects_module="ig_airflow.demo.keras_model",
+        output={"index": 0, "explain": "probability"},
+        calibration={"method": "platt", "a": a, "b": b},
+        baseline={"numeric": "median", "categorical": "most_frequent"},
+        extra={"holdout_accuracy": accuracy, "seed": seed},
+        overwrite=True,
+    )
+    return metadata.model_dump(mode="json")
+
+
+def prepare_demo(out_dir: str | Path, seed: int = 0, tensorflow: bool = False) -> dict[str, str]:
     """Write the demo data, model artifact and run config under ``out_dir``."""
     out = Path(out_dir)
     (out / "data").mkdir(parents=True, exist_ok=True)
@@ -97,6 +126,9 @@ def prepare_demo(out_dir: str | Path, seed: int = 0) -> dict[str, str]:
     write_frame(test, paths["test"])
     write_daily_partitions(test, out / "partitions")
     train_demo_torch(train, paths["artifact"], seed=seed)
+    if tensorflow:
+        paths["artifact_tf"] = out / "artifacts" / "adult_keras"
+        train_demo_keras(train, paths["artifact_tf"], seed=seed)
     config = {
         "model": {"uri": str(paths["artifact"])},
         "data": {

@@ -1,0 +1,162 @@
+"""The TensorFlow/Keras backend: parity with PyTorch, completeness, safe loading, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+keras = pytest.importorskip("keras")  # the [tensorflow] extra; installed by scripts/setup.sh
+
+from ig_airflow.artifacts import load_artifact, save_artifact  # noqa: E402
+from ig_airflow.baselines import resolve_baseline  # noqa: E402
+from ig_airflow.config import IGSection  # noqa: E402
+from ig_airflow.demo.keras_model import build_tabular_keras, keras_from_torch, keras_input_spec  # noqa: E402
+from ig_airflow.exceptions import ArtifactError  # noqa: E402
+from ig_airflow.explain import Explainer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def torch_artifact(demo):
+    return load_artifact(demo["artifact"])
+
+
+@pytest.fixture(scope="module")
+def twin(torch_artifact, tmp_path_factory):
+    """A Keras model with the PyTorch demo model's weights, saved and reloaded as an artifact."""
+    meta = torch_artifact.metadata
+    path = tmp_path_factory.mktemp("tf") / "twin"
+    save_artifact(
+        keras_from_torch(torch_artifact.model),
+        str(path),
+        inputs=keras_input_spec(meta.inputs),
+        output=meta.output,
+        calibration=meta.calibration,
+        baseline=meta.baseline,
+        custom_objects_module="ig_airflow.demo.keras_model",
+    )
+    return load_artifact(str(path))
+
+
+@pytest.fixture(scope="module")
+def baseline(demo, torch_artifact):
+    meta = torch_artifact.metadata
+    return resolve_baseline(meta.inputs, meta.baseline, demo["train"])
+
+
+@pytest.fixture(scope="module")
+def rows(demo_frames) -> pd.DataFrame:
+    return demo_frames[1].sample(400, random_state=2)
+
+
+def explain(artifact, baseline, rows, **settings) -> pd.DataFrame:
+    return Explainer(artifact, IGSection(**settings), baseline, ["row_id"]).explain(rows)[0].to_pandas()
+
+
+def test_keras_and_pytorch_with_identical_weights_give_the_same_attributions(
+    torch_artifact, twin, baseline, rows
+):
+    ours_torch = explain(torch_artifact, baseline, rows, n_steps=32, tolerance=None)
+    ours_tf = explain(twin, baseline, rows, n_steps=32, tolerance=None)
+    columns = [c for c in ours_torch.columns if c.startswith("attr__")]
+    assert len(columns) == 14
+    np.testing.assert_allclose(ours_tf[columns].to_numpy(), ours_torch[columns].to_numpy(), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(ours_tf.prediction, ours_torch.prediction, atol=1e-5)
+    assert np.abs(ours_tf[columns].to_numpy()).max() > 1e-2
+
+
+@pytest.mark.parametrize("calibrated", [True, False])
+def test_completeness_at_default_settings(twin, baseline, rows, calibrated: bool) -> None:
+    artifact = twin
+    if not calibrated:
+        meta = twin.metadata.model_copy(
+            update={
+                "calibration": twin.metadata.calibration.model_copy(update={"method": "none"}),
+                "output": twin.metadata.output.model_copy(update={"explain": "logit"}),
+            }
+        )
+        artifact = type(twin)(uri=twin.uri, metadata=meta, model=twin.model, local_dir=twin.local_dir)
+    out = explain(artifact, baseline, rows)
+    assert out["completeness_error"].notna().all() and len(out) == 400
+    assert out["completeness_error"].mean() <= 0.01
+    attr = out.filter(like="attr__").sum(axis=1)
+    np.testing.assert_allclose(attr - (out.prediction - out.baseline_prediction), out.delta, atol=1e-9)
+
+
+def test_trained_keras_demo_artifact_round_trip(demo, tmp_path: Path, rows) -> None:
+    from ig_airflow.demo.prepare import train_demo_keras
+
+    train = pd.read_parquet(demo["train"])
+    meta = train_demo_keras(train.sample(6000, random_state=0), tmp_path / "keras", epochs=2)
+    assert meta["framework"] == "tensorflow" and meta["loader"] == "keras" and "model.keras" in meta["files"]
+    artifact = load_artifact(str(tmp_path / "keras"))
+    base = resolve_baseline(artifact.metadata.inputs, artifact.metadata.baseline, demo["train"])
+    out = explain(artifact, base, rows.head(100))
+    assert out["completeness_error"].mean() <= 0.01
+
+
+def test_unknown_layer_name_is_named(twin, baseline) -> None:
+    spec = twin.metadata.inputs
+    bad = spec.model_copy(
+        update={
+            "categorical": [spec.categorical[0].model_copy(update={"embedding_layer": "embedding_nope"})]
+            + list(spec.categorical[1:])
+        }
+    )
+    artifact = type(twin)(
+        uri=twin.uri,
+        metadata=twin.metadata.model_copy(update={"inputs": bad}),
+        model=twin.model,
+        local_dir=twin.local_dir,
+    )
+    with pytest.raises(ArtifactError, match=r"unknown layer name 'embedding_nope'.*'embedding_workclass'"):
+        Explainer(artifact, IGSection(), baseline)
+
+
+def test_output_index_out_of_range_is_named(twin, baseline) -> None:
+    meta = twin.metadata.model_copy(update={"output": twin.metadata.output.model_copy(update={"index": 2})})
+    artifact = type(twin)(uri=twin.uri, metadata=meta, model=twin.model, local_dir=twin.local_dir)
+    with pytest.raises(ArtifactError, match="output index 2 is out of range: the model returns 1 output"):
+        Explainer(artifact, IGSection(), baseline)
+
+
+@keras.saving.register_keras_serializable(package="ig_airflow_tests")
+class Doubler(keras.layers.Layer):
+    def call(self, inputs):
+        return inputs * 2.0
+
+
+def test_unregistered_custom_layer_is_refused_with_its_name(tmp_path: Path) -> None:
+    x = keras.Input((3,), name="numeric")
+    c = keras.Input((0,), dtype="int32", name="categorical")
+    model = keras.Model([x, c], keras.layers.Dense(1)(Doubler(name="doubler")(x)))
+    spec = {"numeric": [{"name": n} for n in "abc"]}
+    save_artifact(model, str(tmp_path / "custom"), inputs=spec)  # no custom_objects_module
+    registered = keras.saving.get_custom_objects().pop("ig_airflow_tests>Doubler")
+    try:
+        with pytest.raises(ArtifactError, match=r"safe_mode=True: .*Doubler.*custom_objects_module"):
+            load_artifact(str(tmp_path / "custom"))
+    finally:
+        keras.saving.get_custom_objects()["ig_airflow_tests>Doubler"] = registered
+
+
+def test_savedmodel_numeric_only_matches_keras_file(tmp_path: Path) -> None:
+    from ig_airflow.baselines import Baseline
+
+    keras.utils.set_random_seed(0)
+    model = build_tabular_keras(3, [], [], hidden=[8])
+    spec = {"numeric": [{"name": n} for n in "abc"]}
+    save_artifact(model, str(tmp_path / "sm"), inputs=spec, loader="savedmodel")
+    save_artifact(model, str(tmp_path / "kf"), inputs=spec)
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 3)), columns=list("abc"))
+    base = Baseline(np.zeros(3), np.zeros(0, np.int64))
+    results = [
+        explain(load_artifact(str(tmp_path / n)), base, frame.assign(row_id=range(20))) for n in ("sm", "kf")
+    ]
+    np.testing.assert_allclose(results[0].filter(like="attr__"), results[1].filter(like="attr__"), atol=1e-6)
+    with pytest.raises(ArtifactError, match="SavedModel supports input-level attribution only"):
+        spec_cat = {**spec, "categorical": [{"name": "kind", "vocabulary": ["x"], "embedding_layer": "e"}]}
+        save_artifact(model, str(tmp_path / "sm2"), inputs=spec_cat, loader="savedmodel")
+        load_artifact(str(tmp_path / "sm2"))
