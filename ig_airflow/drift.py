@@ -8,9 +8,10 @@ Metrics:
   ``DCG@k = sum_{i<=k} a_ref(f_i) / log2(i + 1)`` over the current top k, divided by the same
   sum over the reference's own top k. Alert below ``ndcg_min`` (0.90).
 - Spearman rank correlation of the two rankings.
-- Per feature, on the attribution distributions over ``bins`` shared equal-width bins: the
-  Jensen-Shannon distance (base 2, in [0, 1]), the population stability index (PSI), the
-  1-D Wasserstein distance, and the change in share of total importance.
+- Per feature, on the attribution distributions over ``bins`` shared equal-width bins (both
+  runs' histograms streamed one column chunk at a time): the Jensen-Shannon distance (base 2,
+  in [0, 1]), the population stability index (PSI), the 1-D Wasserstein distance of the
+  binned distributions, and the change in share of total importance.
 - The features that entered or left the top k.
 """
 
@@ -24,7 +25,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ig_airflow.aggregation import attribution_features, feature_summary, read_column
+from ig_airflow.aggregation import attribution_features, column_histogram, feature_summary
 from ig_airflow.config import DriftSection
 from ig_airflow.exceptions import ConfigError, IGAirflowError
 from ig_airflow.explain import ATTRIBUTION_PREFIX
@@ -59,15 +60,12 @@ def spearman(reference: dict[str, float], current: dict[str, float]) -> float:
     return float(np.corrcoef(a, b)[0, 1])
 
 
-def shared_histograms(a: np.ndarray, b: np.ndarray, bins: int) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities of ``a`` and ``b`` on the same equal-width bins over both ranges."""
-    lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
-    if hi <= lo:
+def shared_edges(reference: Any, current: Any, bins: int) -> np.ndarray:
+    """Equal-width bin edges over the union of two columns' ranges (from their summaries)."""
+    lo, hi = float(min(reference["min"], current["min"])), float(max(reference["max"], current["max"]))
+    if not hi > lo:
         hi = lo + 1.0
-    edges = np.linspace(lo, hi, bins + 1)
-    pa_, _ = np.histogram(a, edges)
-    pb, _ = np.histogram(b, edges)
-    return pa_ / max(pa_.sum(), 1), pb / max(pb.sum(), 1)
+    return np.linspace(lo, hi, bins + 1)
 
 
 def jensen_shannon(p: np.ndarray, q: np.ndarray) -> float:
@@ -88,12 +86,10 @@ def psi(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(np.sum((a - e) * np.log(a / e)))
 
 
-def wasserstein(a: np.ndarray, b: np.ndarray) -> float:
-    """1-D Wasserstein (earth mover's) distance between two samples."""
-    if not len(a) or not len(b):
-        return 0.0
-    grid = np.linspace(0, 1, 1001)
-    return float(np.mean(np.abs(np.quantile(a, grid) - np.quantile(b, grid))))
+def binned_wasserstein(p: np.ndarray, q: np.ndarray, edges: np.ndarray) -> float:
+    """1-D Wasserstein distance between two distributions on the same bins:
+    ``sum |CDF_p - CDF_q| * bin width``."""
+    return float(np.sum(np.abs(np.cumsum(p) - np.cumsum(q))[:-1] * np.diff(edges)[:-1]))
 
 
 @dataclass
@@ -130,9 +126,11 @@ def compare_runs(reference_uri: str, current_uri: str, settings: DriftSection) -
     rows = []
     shared = [f for f in attribution_features(current_uri) if f in ref_imp]
     for feature in shared:
-        a = read_column(reference_uri, f"{ATTRIBUTION_PREFIX}{feature}")
-        b = read_column(current_uri, f"{ATTRIBUTION_PREFIX}{feature}")
-        p, q = shared_histograms(a, b, settings.bins)
+        column = f"{ATTRIBUTION_PREFIX}{feature}"
+        edges = shared_edges(ref_summary.loc[feature], cur_summary.loc[feature], settings.bins)
+        p = column_histogram(reference_uri, column, edges).astype(np.float64)
+        q = column_histogram(current_uri, column, edges).astype(np.float64)
+        p, q = p / max(p.sum(), 1.0), q / max(q.sum(), 1.0)
         rows.append(
             {
                 "feature": feature,
@@ -145,7 +143,7 @@ def compare_runs(reference_uri: str, current_uri: str, settings: DriftSection) -
                 "current_rank": int(cur_summary.at[feature, "rank"]),
                 "js_distance": jensen_shannon(p, q),
                 "psi": psi(p, q),
-                "wasserstein": wasserstein(a, b),
+                "wasserstein": binned_wasserstein(p, q, edges),
             }
         )
     features = pd.DataFrame(rows).sort_values("current_rank").reset_index(drop=True)

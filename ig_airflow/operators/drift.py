@@ -11,8 +11,9 @@ class SummariseDriftOperator(IGStageOperator):
     """Compare this run's attributions with ``drift.reference_uri`` (another model version,
     another period, or ``previous``: the latest earlier run in the history table), append the
     run to the history table, and write ``<output.uri>/drift/drift.json``. Alerts are logged
-    as ``DRIFT ALERT``; with ``drift.on_alert: fail`` the task fails. The returned XCom has
-    ``alert`` (bool) for a downstream branch.
+    as ``DRIFT ALERT``; with ``drift.on_alert: fail`` the task fails. Writes the HTML report
+    with its plots to ``<output.uri>/report/``. The returned XCom has ``alert`` (bool) for a
+    downstream branch.
 
     Example::
 
@@ -23,16 +24,22 @@ class SummariseDriftOperator(IGStageOperator):
     def execute(self, context: Any) -> dict[str, Any]:
         from ig_airflow.drift import summarise_drift
         from ig_airflow.io import join_uri
+        from ig_airflow.report import build_report
 
         config = self.run_config(context)
         run_key = config.drift.run_key or context_run_key(context)
-        result = summarise_drift(
-            join_uri(config.output.uri, "attributions.parquet"),
-            join_uri(config.output.uri, "drift"),
-            config.drift,
-            run_key,
-        )
+        try:
+            result = summarise_drift(
+                join_uri(config.output.uri, "attributions.parquet"),
+                join_uri(config.output.uri, "drift"),
+                config.drift,
+                run_key,
+            )
+        finally:  # the report shows the alerts even when on_alert=fail fails the task
+            report = build_report(config.output.uri, config.data.id_columns, config.drift.history_uri)
+            self.log.info("report: %s", report)
         return {
+            "report": report,
             "alert": bool(result["alerts"]),
             "alerts": [f"{a['metric']}:{','.join(a['features'])}" for a in result["alerts"]],
             "ndcg_at_k": result.get("ndcg_at_k"),

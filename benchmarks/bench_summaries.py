@@ -1,0 +1,90 @@
+"""Global summaries and drift over 1,000,000 rows x 30 features, streamed one column chunk at
+a time. Prints median times of the feature summary and of a drift comparison of two such runs,
+beside reading the whole file into pandas (the reference, same run), and the peak RSS growth
+of the summary against the file's in-memory size.
+
+Usage: python benchmarks/bench_summaries.py [--rows 1000000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ig_airflow.aggregation import feature_summary
+from ig_airflow.config import DriftSection
+from ig_airflow.drift import compare_runs
+from ig_airflow.io import write_parquet
+
+
+def make_run(path: Path, rows: int, seed: int) -> int:
+    rng = np.random.default_rng(seed)
+    columns = {"row_id": np.arange(rows, dtype=np.int64)}
+    for i in range(30):
+        columns[f"attr__f{i:02d}"] = rng.normal(scale=1 + i / 10, size=rows)
+    columns["prediction"] = rng.random(rows)
+    table = pa.table(columns)
+    write_parquet(str(path), table)
+    return table.nbytes
+
+
+def timed(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main() -> None:
+    import threading
+
+    import psutil
+
+    with tempfile.TemporaryDirectory() as tmp:
+        a, b = Path(tmp) / "a.parquet", Path(tmp) / "b.parquet"
+        with ProcessPoolExecutor(1) as pool:  # the tables never live in this process
+            nbytes = pool.submit(make_run, a, args.rows, 0).result()
+            pool.submit(make_run, b, args.rows, 1).result()
+        process = psutil.Process()
+        before, peak, done = process.memory_info().rss, 0, threading.Event()
+
+        def sample() -> None:
+            nonlocal peak
+            while not done.is_set():
+                peak = max(peak, process.memory_info().rss)
+                time.sleep(0.002)
+
+        sampler = threading.Thread(target=sample)
+        sampler.start()
+        feature_summary(str(a))
+        done.set()
+        sampler.join()
+        summary_s = timed(lambda: feature_summary(str(a)), args.repeats)
+        drift_s = timed(lambda: compare_runs(str(a), str(b), DriftSection()), args.repeats)
+        read_s = timed(lambda: pd.read_parquet(a), args.repeats)
+    print(f"rows={args.rows} features=30 repeats={args.repeats} (medians)")
+    print(f"  feature summary:        {summary_s:.2f} s")
+    print(f"  drift (two runs):       {drift_s:.2f} s")
+    print(f"  pandas full read:       {read_s:.2f} s   (summary / read = {summary_s / read_s:.1f}x)")
+    growth = (peak - before) / 2**20
+    print(f"  summary peak RSS growth {growth:.0f} MiB; the whole table in memory: {nbytes / 2**20:.0f} MiB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    main()
