@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -47,16 +46,21 @@ def config_for(paths: dict, rows_uri: str, out: str, **overrides) -> dict:
 
 
 def driver_rss(config_path: str) -> None:
-    """Child mode: run the Ray IG stage and print the driver's peak RSS."""
+    """Child mode: run the Ray IG stage and print the driver's RSS before it and its peak
+    during it (sampled every 2 ms). Not ru_maxrss: Linux carries the high-water mark through
+    fork+exec, so a child would report the parent's peak (here, the generated input)."""
+    from _measure import peak_rss
+
     from ig_airflow.config import load_run_config
     from ig_airflow.distributed import run_explain_ray
 
-    manifest = run_explain_ray(load_run_config(config_path))
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    config = load_run_config(config_path)
+    before, peak, manifest = peak_rss(lambda: run_explain_ray(config))
     print(
         json.dumps(
             {
-                "peak_rss_mib": peak_kib / 1024,
+                "before_mib": before / 2**20,
+                "peak_mib": peak / 2**20,
                 "rows": manifest["rows"]["explained"],
                 "seconds": manifest["timing"]["seconds"],
             }
@@ -102,7 +106,7 @@ def main() -> None:
                 f"  {name:14s} {args.rows / seconds:8.0f} rows/s  ({seconds:.2f} s, {ratio:.2f}x in-process)"
             )
 
-        print("driver peak RSS (fresh process each; n_steps=4, fixed steps, 2 workers):")
+        print("driver RSS (fresh process each; n_steps=4, fixed steps, 2 workers):")
         for n in (100_000, 1_000_000):
             make_rows(paths["test"], n, Path(tmp) / f"rows{n}.parquet")
             raw = config_for(
@@ -121,9 +125,10 @@ def main() -> None:
                 check=True,
             )
             result = json.loads(child.stdout.strip().splitlines()[-1])
+            growth = result["peak_mib"] - result["before_mib"]
             print(
-                f"  {n:>9,} rows: driver peak RSS {result['peak_rss_mib']:.0f} MiB "
-                f"({result['seconds']:.1f} s, {result['rows'] / result['seconds']:.0f} rows/s)"
+                f"  {n:>9,} rows: driver RSS {result['before_mib']:.0f} MiB before the stage, peak "
+                f"{result['peak_mib']:.0f} MiB during it (+{growth:.0f} MiB); {result['seconds']:.1f} s"
             )
 
 

@@ -16,13 +16,11 @@ Usage: python benchmarks/bench_ig_engine.py [--rows 2048] [--steps 50] [--repeat
 from __future__ import annotations
 
 import argparse
-import statistics
-import threading
 import time
 
 import numpy as np
-import psutil
 import torch
+from _measure import median_time, peak_rss
 from captum.attr import LayerIntegratedGradients
 
 from ig_airflow.artifacts import ArtifactMetadata
@@ -66,38 +64,6 @@ def build(seed: int = 0) -> tuple[TorchModelWrapper, Baseline, np.ndarray, np.nd
     )
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def peak_rss_growth(fn) -> int:
-    process = psutil.Process()
-    base = process.memory_info().rss
-    peak = base
-    done = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not done.is_set():
-            peak = max(peak, process.memory_info().rss)
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=sample)
-    thread.start()
-    try:
-        fn()
-    finally:
-        done.set()
-        thread.join()
-    return peak - base
-
-
 def main() -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     wrapper, baseline, numeric, categorical, meta = build()
@@ -126,7 +92,8 @@ def main() -> None:
             out = wrapper(chunk, floor_cat[start : start + args.floor_chunk])
             torch.autograd.grad(out.sum(), chunk)
 
-    growth = peak_rss_growth(run_ours)  # first run in the process: allocator pools still empty
+    before, peak, _ = peak_rss(run_ours)  # first run in the process: allocator pools still empty
+    growth = peak - before
     results = {
         "ours": median_time(run_ours, args.repeats),
         "captum": median_time(run_captum, args.repeats),

@@ -9,15 +9,14 @@ Usage: python benchmarks/bench_summaries.py [--rows 1000000] [--repeats 3]
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from _measure import median_time, peak_rss
 
 from ig_airflow.aggregation import feature_summary
 from ig_airflow.config import DriftSection
@@ -36,42 +35,16 @@ def make_run(path: Path, rows: int, seed: int) -> int:
     return table.nbytes
 
 
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def main() -> None:
-    import threading
-
-    import psutil
-
     with tempfile.TemporaryDirectory() as tmp:
         a, b = Path(tmp) / "a.parquet", Path(tmp) / "b.parquet"
         with ProcessPoolExecutor(1) as pool:  # the tables never live in this process
             nbytes = pool.submit(make_run, a, args.rows, 0).result()
             pool.submit(make_run, b, args.rows, 1).result()
-        process = psutil.Process()
-        before, peak, done = process.memory_info().rss, 0, threading.Event()
-
-        def sample() -> None:
-            nonlocal peak
-            while not done.is_set():
-                peak = max(peak, process.memory_info().rss)
-                time.sleep(0.002)
-
-        sampler = threading.Thread(target=sample)
-        sampler.start()
-        feature_summary(str(a))
-        done.set()
-        sampler.join()
-        summary_s = timed(lambda: feature_summary(str(a)), args.repeats)
-        drift_s = timed(lambda: compare_runs(str(a), str(b), DriftSection()), args.repeats)
-        read_s = timed(lambda: pd.read_parquet(a), args.repeats)
+        before, peak, _ = peak_rss(lambda: feature_summary(str(a)))
+        summary_s = median_time(lambda: feature_summary(str(a)), args.repeats)
+        drift_s = median_time(lambda: compare_runs(str(a), str(b), DriftSection()), args.repeats)
+        read_s = median_time(lambda: pd.read_parquet(a), args.repeats)
     print(f"rows={args.rows} features=30 repeats={args.repeats} (medians)")
     print(f"  feature summary:        {summary_s:.2f} s")
     print(f"  drift (two runs):       {drift_s:.2f} s")

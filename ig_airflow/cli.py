@@ -29,38 +29,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    explain = sub.add_parser(
-        "explain",
-        help="explain a Parquet file with a model artifact, as the run config says",
-        description="Reads data.input_uri, computes IG (on Ray when ray.enabled, the default: "
-        "embedded local Ray, or the cluster at ray.address / RAY_ADDRESS), and writes "
-        "attributions.parquet and manifest.json under output.uri (write-then-rename).",
-    )
-    explain.add_argument("--config", required=True, help="run config YAML (see ig_airflow.config)")
-    explain.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="fill a {{ KEY }} placeholder in the config (ds defaults to today's date)",
-    )
-
-    for name, text in (
-        (
-            "validate",
-            "validate the input with Great Expectations: validated + quarantined rows, "
-            "GX result JSON and Data Docs under validation.output_uri",
-        ),
-        ("run", "validate the input, then explain the validated rows (the whole pipeline)"),
-    ):
-        command = sub.add_parser(name, help=text, description=text)
-        command.add_argument("--config", required=True, help="run config YAML")
+    commands = {
+        "explain": "explain a Parquet file with a model artifact, as the run config says. Reads "
+        "data.input_uri, computes IG (on Ray when ray.enabled, the default: embedded local Ray, or "
+        "the cluster at ray.address / RAY_ADDRESS), and writes attributions.parquet and manifest.json "
+        "under output.uri (write-then-rename)",
+        "validate": "validate the input with Great Expectations: validated + quarantined rows, "
+        "GX result JSON and Data Docs under validation.output_uri",
+        "run": "validate the input, then explain the validated rows (the whole pipeline)",
+    }
+    for name, text in commands.items():
+        command = sub.add_parser(name, help=text.split(". ")[0], description=text)
+        command.add_argument("--config", required=True, help="run config YAML (see ig_airflow.config)")
         command.add_argument(
             "--set",
             action="append",
             default=[],
             metavar="KEY=VALUE",
-            help="fill a {{ KEY }} placeholder in the config (ds defaults to today)",
+            help="fill a {{ KEY }} placeholder in the config (ds defaults to today's date)",
         )
 
     demo = sub.add_parser("demo", help="demo data and model (UCI Adult)")
