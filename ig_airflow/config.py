@@ -172,6 +172,12 @@ class DriftSection(_Strict):
     share_change_max: float = Field(0.10, ge=0, description="Alert when a feature's share moves more.")
     bins: int = Field(20, ge=2, description="Shared bins of the distribution metrics.")
     on_alert: Literal["fail", "warn"] = Field("warn", description="fail: the drift task fails on an alert.")
+    waterfall_rows: int = Field(
+        3, ge=0, description="Report waterfalls for the rows with the highest predictions."
+    )
+    waterfall_ids: list[str | int] = Field(
+        default_factory=list, description="Report waterfalls for these ids (first id column) instead."
+    )
 
 
 class OutputSection(_Strict):

@@ -198,3 +198,36 @@ def test_output_index_out_of_range_is_a_clear_error(demo_parts) -> None:
     )
     with pytest.raises(ArtifactError, match="output index 3 is out of range: the model returns 1 output"):
         _backend(artifact, baseline, metadata=meta)
+
+
+def test_explain_reads_and_writes_fsspec_uris(demo, demo_frames) -> None:
+    """A non-local filesystem end to end (fsspec's memory://): input, output and manifest."""
+    import fsspec
+    import pyarrow.parquet as pq
+
+    from ig_airflow.config import parse_run_config
+    from ig_airflow.explain import run_explain
+
+    fs = fsspec.filesystem("memory")
+    with fs.open("/ig_test/rows.parquet", "wb") as fh:
+        demo_frames[1].head(64).to_parquet(fh, index=False)
+    config = parse_run_config(
+        {
+            "model": {"uri": demo["artifact"]},
+            "data": {
+                "input_uri": "memory://ig_test/rows.parquet",
+                "id_columns": ["row_id"],
+                "reference_uri": demo["train"],
+            },
+            "ray": {"enabled": False},
+            "output": {"uri": "memory://ig_test/out"},
+        }
+    )
+    manifest = run_explain(config)
+    assert manifest["rows"]["explained"] == 64
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls("/ig_test/out", detail=False)) == [
+        "attributions.parquet",
+        "manifest.json",
+    ]
+    with fs.open("/ig_test/out/attributions.parquet", "rb") as fh:
+        assert pq.read_table(fh).num_rows == 64

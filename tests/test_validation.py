@@ -247,3 +247,9 @@ def test_demo_with_injected_unseen_categories_explains_only_valid_rows(demo, tmp
     before = {f: (tmp_path / "run" / f).read_bytes() for f in files}
     run_pipeline(load_run_config(tmp_path / "run.yaml"))
     assert {f: (tmp_path / "run" / f).read_bytes() for f in files} == before
+
+
+def test_gx_file_context_when_configured(rows, spec, tmp_path: Path) -> None:
+    outcome = validate(rows.head(20), spec, gx_project_root=str(tmp_path / "gx_project"))
+    assert outcome.report["rows"]["validated"] == 20
+    assert (tmp_path / "gx_project" / "gx" / "great_expectations.yml").exists()

@@ -36,7 +36,13 @@ class SummariseDriftOperator(IGStageOperator):
                 run_key,
             )
         finally:  # the report shows the alerts even when on_alert=fail fails the task
-            report = build_report(config.output.uri, config.data.id_columns, config.drift.history_uri)
+            report = build_report(
+                config.output.uri,
+                config.data.id_columns,
+                config.drift.history_uri,
+                waterfall_rows=config.drift.waterfall_rows,
+                waterfall_ids=config.drift.waterfall_ids,
+            )
             self.log.info("report: %s", report)
         return {
             "report": report,
