@@ -333,7 +333,6 @@ def _output_schema(config: RunConfig, shards: list[Shard], input_schema: pa.Sche
     for shard in shards:
         if shard.start < shard.stop:
             return open_parquet(join_uri(shards_uri(config), f"{shard.name}.parquet")).schema_arrow
-    from ig_airflow.explain import build_explainer  # empty input: build the schema
+    from ig_airflow.explain import build_explainer  # empty input: no shard to read it from
 
-    ids = [input_schema.field(c) for c in config.data.id_columns]
-    return pa.schema(ids + list(build_explainer(config).output_schema))
+    return build_explainer(config).table_schema(input_schema)

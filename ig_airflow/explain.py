@@ -107,6 +107,11 @@ class Explainer:
             ]
         )
 
+    def table_schema(self, input_schema: pa.Schema) -> pa.Schema:
+        """Schema of the output table: the id columns as typed in the input, then the
+        attribution and result columns."""
+        return pa.schema([input_schema.field(c) for c in self.id_columns] + list(self.output_schema))
+
     def explain(self, batch: pa.Table | pa.RecordBatch | pd.DataFrame) -> tuple[pa.Table, RowAttributions]:
         """Explain one batch of rows; returns the output table and the raw arrays."""
         table = (
@@ -188,18 +193,14 @@ def run_explain(config: RunConfig, explainer: Explainer | None = None) -> dict[s
     if missing:
         raise InputDataError(f"{config.data.input_uri}: missing column(s) {missing}")
     output_uri = join_uri(config.output.uri, "attributions.parquet")
+    schema = explainer.table_schema(parquet.schema_arrow)
     stats = CompletenessStats()
-    schema = None
     done = 0
-    writer: AtomicParquetWriter | None = None
-    try:
+    with AtomicParquetWriter(output_uri, schema) as writer:  # renamed into place only on success
         for batch in parquet.iter_batches(
             batch_size=config.ig.batch_rows, columns=explainer.id_columns + explainer.spec.feature_names
         ):
             table, result = explainer.explain(batch)
-            if writer is None:
-                schema = table.schema
-                writer = AtomicParquetWriter(output_uri, schema)
             writer.write(table.cast(schema))
             stats.add(result)
             done += batch.num_rows
@@ -212,15 +213,6 @@ def run_explain(config: RunConfig, explainer: Explainer | None = None) -> dict[s
                 rate,
                 (total - done) / rate if rate else float("nan"),
             )
-        if writer is None:  # empty input: still write a valid, empty file
-            empty = {c: pa.array([], type=parquet.schema_arrow.field(c).type) for c in explainer.id_columns}
-            empty.update({f.name: pa.array([], type=f.type) for f in explainer.output_schema})
-            writer = AtomicParquetWriter(output_uri, pa.table(empty).schema)
-    except BaseException:
-        if writer is not None:
-            writer.__exit__(RuntimeError, None, None)
-        raise
-    writer.__exit__(None, None, None)
     seconds = time.perf_counter() - started
     manifest = run_manifest(config, explainer, stats, done, seconds, output_uri)
     write_json(join_uri(config.output.uri, "manifest.json"), manifest)

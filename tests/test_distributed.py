@@ -153,3 +153,18 @@ def test_tensorflow_artifact_on_ray_equals_in_process(demo, rows_uri, tmp_path) 
         )
     )
     assert_same(load(tmp_path / "ray"), load(tmp_path / "local"))
+
+
+def test_empty_input_gives_an_empty_output_on_both_paths(demo, tmp_path) -> None:
+    pd.read_parquet(demo["test"]).head(0).to_parquet(tmp_path / "empty.parquet", index=False)
+    config = make_config(demo, str(tmp_path / "empty.parquet"), tmp_path / "ray")
+    assert run_explain_ray(config)["rows"]["explained"] == 0
+    run_explain(
+        config.model_copy(
+            update={"output": config.output.model_copy(update={"uri": str(tmp_path / "local")})}
+        )
+    )
+    ray_out = pd.read_parquet(tmp_path / "ray" / "attributions.parquet")
+    local_out = pd.read_parquet(tmp_path / "local" / "attributions.parquet")
+    assert len(ray_out) == len(local_out) == 0
+    assert list(ray_out.columns) == list(local_out.columns) and "attr__age" in ray_out.columns
