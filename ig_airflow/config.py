@@ -200,6 +200,12 @@ class RunConfig(_Strict):
         payload.pop("output", None)
         return sha256_json(payload)
 
+    def require_rendered(self) -> None:
+        """Raise :class:`ConfigError` when a section the IG stage reads still holds ``{{ }}``."""
+        unresolved = self.unresolved_placeholders()
+        if unresolved:
+            raise ConfigError(f"unrendered placeholders in the run config: {unresolved}")
+
     def unresolved_placeholders(self, *sections: str) -> list[str]:
         """``key=value`` of every string still holding a ``{{ name }}`` placeholder, in the
         given sections (default: the ones the IG stage reads)."""
@@ -263,8 +269,8 @@ def parse_run_config(
         raise ConfigError(_format_errors(source, exc)) from None
 
 
-def load_run_config(path: str | Path, template_vars: dict[str, Any] | None = None) -> RunConfig:
-    """Read and validate a YAML run config; relative URIs stay relative to the working dir."""
+def read_config_mapping(path: str | Path) -> dict[str, Any]:
+    """The YAML mapping in ``path``; unreadable files and malformed YAML name the file and line."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -276,4 +282,9 @@ def load_run_config(path: str | Path, template_vars: dict[str, Any] | None = Non
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}: malformed YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    return parse_run_config(raw or {}, str(path), template_vars)
+    return raw or {}
+
+
+def load_run_config(path: str | Path, template_vars: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a YAML run config; relative URIs stay relative to the working dir."""
+    return parse_run_config(read_config_mapping(path), str(path), template_vars)

@@ -27,7 +27,7 @@ import numpy as np
 import pyarrow as pa
 
 from ig_airflow.config import RunConfig
-from ig_airflow.exceptions import ConfigError, IGAirflowError, InputDataError
+from ig_airflow.exceptions import ConfigError, IGAirflowError
 from ig_airflow.faults import ENV as FAULT_ENV
 from ig_airflow.io import (
     AtomicParquetWriter,
@@ -155,11 +155,10 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
     import ray
 
     from ig_airflow.artifacts import read_metadata
+    from ig_airflow.explain import require_columns
     from ig_airflow.faults import maybe_fail_run
 
-    unresolved = config.unresolved_placeholders()
-    if unresolved:
-        raise ConfigError(f"unrendered placeholders in the run config: {unresolved}")
+    config.require_rendered()
     settings = config.ray
     if settings.shard_rows > config.ig.batch_rows and settings.shard_rows % config.ig.batch_rows:
         raise ConfigError(
@@ -169,10 +168,9 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
     started = time.perf_counter()
     metadata = read_metadata(config.model.uri)
     parquet = open_parquet(config.data.input_uri)
-    needed = config.data.id_columns + metadata.inputs.feature_names
-    missing = [c for c in needed if c not in parquet.schema_arrow.names]
-    if missing:
-        raise InputDataError(f"{config.data.input_uri}: missing column(s) {missing}")
+    require_columns(
+        config.data.input_uri, parquet.schema_arrow, metadata.inputs.feature_names + config.data.id_columns
+    )
     n_rows = parquet.metadata.num_rows
     shards = plan_shards(n_rows, settings.shard_rows)
     record = {

@@ -30,7 +30,7 @@ from ig_airflow.artifacts import LoadedArtifact, load_artifact
 from ig_airflow.baselines import Baseline, resolve_baseline
 from ig_airflow.config import BaselineSection, IGSection, RunConfig
 from ig_airflow.engine import RowAttributions, explain_rows
-from ig_airflow.exceptions import ConfigError, InputDataError
+from ig_airflow.exceptions import InputDataError
 from ig_airflow.io import AtomicParquetWriter, join_uri, open_parquet, write_json
 from ig_airflow.model_wrapper import encode_rows
 
@@ -136,6 +136,13 @@ class Explainer:
         return pa.table(columns), result
 
 
+def require_columns(uri: str, schema: pa.Schema, columns: list[str]) -> None:
+    """Raise :class:`InputDataError` naming the file and the columns it lacks."""
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise InputDataError(f"{uri}: missing column(s) {missing}")
+
+
 def effective_baseline(config: RunConfig, artifact: LoadedArtifact) -> BaselineSection:
     """The run config's baseline when it sets one, else the artifact's default."""
     return config.baseline if config.baseline is not None else artifact.metadata.baseline
@@ -180,18 +187,14 @@ class CompletenessStats:
 def run_explain(config: RunConfig, explainer: Explainer | None = None) -> dict[str, Any]:
     """Explain ``config.data.input_uri`` and write ``attributions.parquet`` and
     ``manifest.json`` under ``config.output.uri``; returns the manifest."""
-    unresolved = config.unresolved_placeholders()
-    if unresolved:
-        raise ConfigError(f"unrendered placeholders in the run config: {unresolved}")
+    config.require_rendered()
     started = time.perf_counter()
     explainer = explainer or build_explainer(config)
     parquet = open_parquet(config.data.input_uri)
     total = parquet.metadata.num_rows
-    missing = [
-        c for c in explainer.spec.feature_names + explainer.id_columns if c not in parquet.schema_arrow.names
-    ]
-    if missing:
-        raise InputDataError(f"{config.data.input_uri}: missing column(s) {missing}")
+    require_columns(
+        config.data.input_uri, parquet.schema_arrow, explainer.spec.feature_names + explainer.id_columns
+    )
     output_uri = join_uri(config.output.uri, "attributions.parquet")
     schema = explainer.table_schema(parquet.schema_arrow)
     stats = CompletenessStats()

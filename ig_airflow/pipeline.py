@@ -7,7 +7,7 @@ from typing import Any
 
 from ig_airflow.config import RunConfig
 from ig_airflow.explain import run_explain
-from ig_airflow.io import join_uri, read_json, write_json
+from ig_airflow.io import join_uri, write_json
 from ig_airflow.validation import run_validation
 
 
@@ -38,6 +38,5 @@ def run_pipeline(config: RunConfig) -> dict[str, Any]:
         "mapped": report["mapped"],
         "outputs": report["outputs"],
     }
-    manifest_uri = join_uri(config.output.uri, "manifest.json")
-    write_json(manifest_uri, {**read_json(manifest_uri), **manifest})
+    write_json(join_uri(config.output.uri, "manifest.json"), manifest)
     return manifest

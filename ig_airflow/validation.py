@@ -46,6 +46,7 @@ from ig_airflow.io import filesystem, join_uri, read_parquet, write_json, write_
 log = logging.getLogger(__name__)
 
 FLOAT_MAX = float(np.finfo(np.float64).max)
+VALIDATED_FILE = "validated.parquet"
 REASON_COLUMN = "_quarantine_reason"
 ROW_NUMBER_COLUMN = "_row_number"
 
@@ -383,7 +384,7 @@ def validate_inputs(
     :class:`ValidationFailed` is raised. Returns the report (with output URIs)."""
     table = read_parquet(input_uri)
     outputs = {
-        "validated": join_uri(output_uri, "validated.parquet"),
+        "validated": join_uri(output_uri, VALIDATED_FILE),
         "quarantine": join_uri(output_uri, "quarantine.parquet"),
         "gx_result": join_uri(output_uri, "gx_result.json"),
         "report": join_uri(output_uri, "report.json"),
@@ -433,6 +434,11 @@ def _write_docs(docs_dir: Path | None, output_uri: str, outputs: dict[str, str])
 
 def validation_output_uri(config: RunConfig) -> str:
     return config.validation.output_uri or join_uri(config.output.uri, "validation")
+
+
+def validated_uri(config: RunConfig) -> str:
+    """Where the validation stage writes the rows that may be explained."""
+    return join_uri(validation_output_uri(config), VALIDATED_FILE)
 
 
 def run_validation(config: RunConfig, spec: InputSpec | None = None) -> dict[str, Any]:

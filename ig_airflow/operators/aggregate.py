@@ -20,15 +20,11 @@ class AggregateAttributionsOperator(IGStageOperator):
         from ig_airflow.aggregation import summarise_run
         from ig_airflow.artifacts import read_metadata
         from ig_airflow.io import join_uri
-        from ig_airflow.validation import validation_output_uri
+        from ig_airflow.validation import validated_uri
 
         config = self.run_config(context)
         spec = read_metadata(config.model.uri).inputs
-        inputs = (
-            join_uri(validation_output_uri(config), "validated.parquet")
-            if config.validation.enabled
-            else config.data.input_uri
-        )
+        inputs = validated_uri(config) if config.validation.enabled else config.data.input_uri
         return summarise_run(
             join_uri(config.output.uri, "attributions.parquet"),
             join_uri(config.output.uri, "summary"),

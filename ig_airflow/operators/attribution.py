@@ -22,13 +22,11 @@ class ComputeAttributionsOperator(IGStageOperator):
 
     def execute(self, context: Any) -> dict[str, Any]:
         from ig_airflow.pipeline import run_ig, validated_config
-        from ig_airflow.validation import validation_output_uri
+        from ig_airflow.validation import validated_uri
 
         config = self.run_config(context)
         if config.validation.enabled:
-            from ig_airflow.io import join_uri
-
-            config = validated_config(config, join_uri(validation_output_uri(config), "validated.parquet"))
+            config = validated_config(config, validated_uri(config))
         manifest = run_ig(config)
         result = {
             "attributions": manifest["outputs"]["attributions"],

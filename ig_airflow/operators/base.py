@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
-import yaml
 from airflow.sdk import BaseOperator
 
-from ig_airflow.config import RunConfig, parse_run_config
-from ig_airflow.exceptions import ConfigError
+from ig_airflow.config import RunConfig, parse_run_config, read_config_mapping
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -69,12 +66,6 @@ class IGStageOperator(BaseOperator):
         self.overrides = overrides or {}
 
     def run_config(self, context: Any) -> RunConfig:
-        path = Path(self.config_path)
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: malformed YAML: {exc}") from None
+        raw = read_config_mapping(self.config_path)
         values = {**context_vars(context), **self.template_vars}
-        return parse_run_config(deep_merge(raw, self.overrides), str(path), values)
+        return parse_run_config(deep_merge(raw, self.overrides), self.config_path, values)
