@@ -4,7 +4,8 @@ The metadata says which framework and loader to use, the input spec (numeric col
 categorical columns with vocabularies, out-of-vocabulary index and embedding layer), the
 output to explain, an optional calibration, a default baseline and the sha256 of every file.
 Loading verifies every checksum. PyTorch models load as a state_dict with
-``torch.load(weights_only=True)`` into an importable class by default; TorchScript is
+``torch.load(weights_only=True)`` into an importable class by default; ``torch.export``
+archives (``.pt2``, no class import, see :mod:`ig_airflow.torch_export`) and TorchScript are
 accepted; a fully pickled module loads only with ``allow_pickle=True``.
 
 Publishing from a retraining job is one call::
@@ -114,7 +115,7 @@ class Calibration(_Strict):
 class ArtifactMetadata(_Strict):
     format_version: int = FORMAT_VERSION
     framework: Literal["pytorch", "tensorflow"]
-    loader: Literal["state_dict", "torchscript", "pickle", "keras", "savedmodel"]
+    loader: Literal["state_dict", "torch_export", "torchscript", "pickle", "keras", "savedmodel"]
     model_file: str
     model_class: str | None = Field(None, description="'module:Class' for state_dict loading.")
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -132,7 +133,7 @@ class ArtifactMetadata(_Strict):
     @model_validator(mode="after")
     def _loader_matches(self) -> ArtifactMetadata:
         allowed = {
-            "pytorch": {"state_dict", "torchscript", "pickle"},
+            "pytorch": {"state_dict", "torch_export", "torchscript", "pickle"},
             "tensorflow": {"keras", "savedmodel"},
         }[self.framework]
         if self.loader not in allowed:
@@ -252,6 +253,10 @@ def _load_torch(path: Path, metadata: ArtifactMetadata, allow_pickle: bool, uri:
                 "set model.allow_pickle: true in the run config only if you trust its source"
             )
         model = torch.load(path, map_location="cpu", weights_only=False)
+    elif metadata.loader == "torch_export":
+        from ig_airflow.torch_export import load_exported
+
+        model = load_exported(path, allow_pickle, uri)
     elif metadata.loader == "torchscript":
         model = torch.jit.load(str(path), map_location="cpu")
     else:
@@ -288,13 +293,18 @@ def save_artifact(
 
     The directory is built under a temporary name and renamed into place, so a crash never
     leaves a half-written artifact. PyTorch modules are saved as a state_dict by default
-    (``model_class`` defaults to the module's own class); ``loader="torchscript"`` scripts the
-    model; ``loader="pickle"`` pickles the whole module (loads only with ``allow_pickle``).
+    (``model_class`` defaults to the module's own class); ``loader="torch_export"`` exports it
+    with a dynamic batch dimension to a pickle-free ``.pt2`` archive (an ``ExportedProgram`` is
+    saved as it is); ``loader="torchscript"`` scripts the model; ``loader="pickle"`` pickles the
+    whole module (loads only with ``allow_pickle``).
     Keras models are saved as ``.keras`` (see :mod:`ig_airflow.tf_backend`).
     """
+    spec = InputSpec.model_validate(inputs)
     staging = Path(tempfile.mkdtemp(prefix="ig_artifact_save_"))
     try:
-        framework, loader, model_file, model_class = _write_model_file(model, staging, loader, model_class)
+        framework, loader, model_file, model_class = _write_model_file(
+            model, staging, loader, model_class, spec
+        )
         files = {
             p.name: (sha256_file(p) if p.is_file() else _sha256_dir(p)) for p in sorted(staging.iterdir())
         }
@@ -305,7 +315,7 @@ def save_artifact(
             model_class=model_class,
             model_kwargs=model_kwargs or {},
             custom_objects_module=custom_objects_module,
-            inputs=InputSpec.model_validate(inputs),
+            inputs=spec,
             output=OutputSpec.model_validate(output or {}),
             calibration=Calibration.model_validate(calibration or {}),
             baseline=BaselineSection.model_validate(baseline or {}),
@@ -323,18 +333,28 @@ def save_artifact(
 
 
 def _write_model_file(
-    model: Any, staging: Path, loader: str | None, model_class: str | None
+    model: Any, staging: Path, loader: str | None, model_class: str | None, spec: InputSpec
 ) -> tuple[str, str, str, str | None]:
     try:
         import torch
     except ImportError:  # pragma: no cover - TensorFlow-only install
         torch = None
+    if torch is not None and isinstance(model, torch.export.ExportedProgram):
+        if loader not in (None, "torch_export"):
+            raise ArtifactError(f"an ExportedProgram is saved with loader 'torch_export', not {loader!r}")
+        torch.export.save(model, staging / "model.pt2")
+        return "pytorch", "torch_export", "model.pt2", None
     if torch is not None and isinstance(model, torch.nn.Module):
         loader = loader or "state_dict"
         if loader == "state_dict":
             model_class = model_class or f"{type(model).__module__}:{type(model).__qualname__}"
             torch.save(model.state_dict(), staging / "model.pt")
             return "pytorch", loader, "model.pt", model_class
+        if loader == "torch_export":
+            from ig_airflow.torch_export import export_model
+
+            torch.export.save(export_model(model, spec), staging / "model.pt2")
+            return "pytorch", loader, "model.pt2", None
         if loader == "torchscript":
             scripted = model
             if not isinstance(model, torch.jit.ScriptModule):

@@ -57,6 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--out", default="demo_output", help="output directory (default: demo_output)")
     prepare.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     prepare.add_argument("--tensorflow", action="store_true", help="also train and save the Keras demo model")
+    prepare.add_argument(
+        "--torch-loader",
+        choices=["state_dict", "torch_export"],
+        default="state_dict",
+        help="how the PyTorch model is saved: state_dict (default) or a pickle-free torch.export archive",
+    )
     return parser
 
 
@@ -92,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "demo" and args.demo_command == "prepare":
             from ig_airflow.demo.prepare import prepare_demo
 
-            print(json.dumps(prepare_demo(args.out, seed=args.seed, tensorflow=args.tensorflow), indent=2))
+            paths = prepare_demo(
+                args.out, seed=args.seed, tensorflow=args.tensorflow, torch_loader=args.torch_loader
+            )
+            print(json.dumps(paths, indent=2))
     except IGAirflowError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

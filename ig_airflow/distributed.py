@@ -276,6 +276,7 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
             "checksum": record["artifact_checksum"],
             "files": metadata.files,
             "framework": metadata.framework,
+            "loader": metadata.loader,
         },
         "input_uri": config.data.input_uri,
         "input_sha256": record["input_sha256"],

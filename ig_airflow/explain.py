@@ -242,6 +242,7 @@ def run_manifest(
             "checksum": explainer.artifact.checksum,
             "files": meta.files,
             "framework": meta.framework,
+            "loader": meta.loader,
         },
         "input_uri": config.data.input_uri,
         "outputs": {"attributions": output_uri},

@@ -149,7 +149,7 @@ class TorchModelWrapper:
             raise ArtifactError(
                 "TorchScript models run their submodules inside a compiled graph, so embedding "
                 f"layers cannot be attributed ({self.spec.categorical_names}); save the model "
-                "as a state_dict for categorical features, or use TorchScript for numeric-only models"
+                "with loader 'torch_export' or 'state_dict' instead"
             )
         self.embedding_layers = [self.layer(f.embedding_layer) for f in self.spec.categorical]
         if len({id(m) for m in self.embedding_layers}) != len(self.embedding_layers):

@@ -105,8 +105,114 @@ def test_torchscript_with_embeddings_is_refused_with_a_reason(tmp_path: Path) ->
     traced = torch.jit.trace(model.eval(), (torch.randn(2, 2), torch.tensor([[0], [1]])))
     save_artifact(traced, str(tmp_path / "art"), inputs=SPEC, loader="torchscript")
     loaded = load_artifact(str(tmp_path / "art"))
-    with pytest.raises(ArtifactError, match=r"embedding layers cannot be attributed \(\['c'\]\)"):
+    with pytest.raises(
+        ArtifactError, match=r"embedding layers cannot be attributed \(\['c'\]\).*'torch_export'"
+    ):
         TorchModelWrapper(loaded.model, loaded.metadata)
+
+
+def _attributions(uri: str, rows, codes, dtype=torch.float64, allow_pickle: bool = False):
+    import numpy as np
+
+    from ig_airflow.baselines import Baseline
+    from ig_airflow.config import IGSection
+    from ig_airflow.ig_torch import TorchIG
+
+    loaded = load_artifact(uri, allow_pickle=allow_pickle)
+    baseline = Baseline(numeric=np.zeros(2), categorical=np.zeros(1, dtype="int64"))
+    backend = TorchIG(TorchModelWrapper(loaded.model, loaded.metadata, dtype=dtype), baseline, IGSection())
+    return backend.attribute(rows, codes, 16).attributions
+
+
+def test_torch_export_artifact_needs_no_class_and_attributes_embeddings(tmp_path: Path) -> None:
+    import numpy as np
+
+    model, kwargs = small_model()
+    save_artifact(model, str(tmp_path / "sd"), inputs=SPEC, model_kwargs=kwargs)
+    meta = save_artifact(model, str(tmp_path / "ex"), inputs=SPEC, loader="torch_export")
+    assert meta.loader == "torch_export" and meta.model_class is None and set(meta.files) == {"model.pt2"}
+    loaded = load_artifact(str(tmp_path / "ex"))
+    assert not isinstance(loaded.model, TabularNet)  # rebuilt from the archive's graph, not the class
+    assert "embeddings.c" in dict(loaded.model.named_modules())
+    # any batch size runs (the batch dimension was exported as dynamic)
+    x_num, x_cat = torch.randn(7, 2), torch.tensor([[0], [1], [2], [1], [0], [2], [2]])
+    assert torch.allclose(loaded.model(x_num, x_cat), model.eval()(x_num, x_cat), atol=1e-6)
+    rng = np.random.default_rng(0)
+    rows, codes = rng.normal(size=(9, 2)), rng.integers(1, 3, size=(9, 1))
+    exported, eager = (
+        _attributions(str(tmp_path / "ex"), rows, codes),
+        _attributions(str(tmp_path / "sd"), rows, codes),
+    )
+    assert np.abs(exported[:, 2]).sum() > 0  # the embedding feature got attribution
+    np.testing.assert_allclose(exported, eager, atol=1e-12, rtol=0)
+
+
+def test_exported_program_is_saved_as_it_is(tmp_path: Path) -> None:
+    model, _ = small_model()
+    batch = torch.export.Dim("batch")
+    program = torch.export.export(
+        model.eval(),
+        (torch.randn(3, 2), torch.tensor([[0], [1], [2]])),
+        dynamic_shapes=({0: batch}, {0: batch}),
+    )
+    assert save_artifact(program, str(tmp_path / "ex"), inputs=SPEC).loader == "torch_export"
+    with pytest.raises(ArtifactError, match="saved with loader 'torch_export', not 'pickle'"):
+        save_artifact(program, str(tmp_path / "bad"), inputs=SPEC, loader="pickle")
+
+
+def test_torch_export_archive_with_pickled_weights_needs_opt_in(tmp_path: Path) -> None:
+    import hashlib
+    import io
+    import zipfile
+
+    import numpy as np
+
+    model, _ = small_model()
+    save_artifact(model, str(tmp_path / "ex"), inputs=SPEC, loader="torch_export")
+    archive = tmp_path / "ex" / "model.pt2"
+    # rewrite one weight as a pickled payload, as torch.export does for tensor subclasses
+    with zipfile.ZipFile(archive) as src:
+        members = {info.filename: src.read(info) for info in src.infolist()}
+    config_name = next(n for n in members if n.endswith("weights_config.json"))
+    config = json.loads(members[config_name])
+    fqn = "embeddings.c.weight"
+    payload = config["config"][fqn]
+    payload["use_pickle"] = True
+    buffer = io.BytesIO()
+    torch.save(torch.nn.Parameter(dict(model.named_parameters())[fqn].detach().clone()), buffer)
+    weight_name = next(n for n in members if n.endswith("/weights/" + payload["path_name"]))
+    members[weight_name], members[config_name] = buffer.getvalue(), json.dumps(config).encode()
+    with zipfile.ZipFile(archive, "w") as dst:
+        for name, data in members.items():
+            dst.writestr(name, data)
+    meta_path = tmp_path / "ex" / METADATA_FILE
+    meta = json.loads(meta_path.read_text())
+    meta["files"]["model.pt2"] = hashlib.sha256(archive.read_bytes()).hexdigest()
+    meta_path.write_text(json.dumps(meta))
+
+    with pytest.raises(ArtifactError, match=r"model.pt2 holds pickled members.*embeddings.c.weight"):
+        load_artifact(str(tmp_path / "ex"))
+    rows, codes = np.ones((2, 2)), np.array([[1], [2]])
+    save_artifact(model, str(tmp_path / "clean"), inputs=SPEC, loader="torch_export")
+    np.testing.assert_allclose(
+        _attributions(str(tmp_path / "ex"), rows, codes, allow_pickle=True),
+        _attributions(str(tmp_path / "clean"), rows, codes),
+        atol=1e-12,
+    )
+
+
+def test_model_that_cannot_be_exported_is_a_clear_error(tmp_path: Path) -> None:
+    class DataDependent(torch.nn.Module):
+        def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+            if x_num.sum() > 0:  # control flow on values cannot be traced
+                return x_num.sum(1)
+            return -x_num.sum(1)
+
+    with pytest.raises(ArtifactError, match=r"cannot torch.export DataDependent .*save it as a state_dict"):
+        save_artifact(
+            DataDependent(), str(tmp_path / "ex"), inputs={"numeric": [{"name": "a"}]}, loader="torch_export"
+        )
+    assert not (tmp_path / "ex").exists()
 
 
 def test_metadata_errors_name_the_key(tmp_path: Path) -> None:

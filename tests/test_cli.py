@@ -87,3 +87,20 @@ def test_malformed_yaml_exit_code_and_message(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("model: {uri: [\n")
     result = run_cli("explain", "--config", str(tmp_path / "bad.yaml"))
     assert result.returncode == 2 and "malformed YAML" in result.stderr
+
+
+def test_demo_with_a_torch_export_model_runs_end_to_end(tmp_path: Path) -> None:
+    prepared = run_cli("demo", "prepare", "--out", str(tmp_path / "demo"), "--torch-loader", "torch_export")
+    assert prepared.returncode == 0, prepared.stderr
+    paths = json.loads(prepared.stdout)
+    artifact = json.loads((Path(paths["artifact"]) / "ig_artifact.json").read_text())
+    assert artifact["loader"] == "torch_export" and set(artifact["files"]) == {"model.pt2"}
+    config = yaml.safe_load(Path(paths["config"]).read_text())
+    pd.read_parquet(paths["test"]).head(400).to_parquet(tmp_path / "in.parquet", index=False)
+    config["data"]["input_uri"] = str(tmp_path / "in.parquet")
+    result = run_cli("run", "--config", str(write_config(tmp_path / "run.yaml", config)), "--set", "ds=x")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "demo" / "runs" / "x" / "manifest.json").read_text())
+    assert manifest["artifact"]["loader"] == "torch_export"
+    assert manifest["rows"]["explained"] + manifest["validation"]["rows"]["quarantined"] == 400
+    assert manifest["completeness"]["mean_error"] <= 0.01

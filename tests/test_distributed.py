@@ -155,6 +155,31 @@ def test_tensorflow_artifact_on_ray_equals_in_process(demo, rows_uri, tmp_path) 
     assert_same(load(tmp_path / "ray"), load(tmp_path / "local"))
 
 
+def test_torch_export_artifact_on_ray_equals_state_dict_in_process(
+    demo, rows_uri, in_process, tmp_path
+) -> None:
+    from ig_airflow.artifacts import load_artifact, save_artifact
+
+    state_dict_artifact = load_artifact(demo["artifact"])
+    meta = state_dict_artifact.metadata
+    save_artifact(
+        state_dict_artifact.model,
+        str(tmp_path / "exported"),
+        inputs=meta.inputs,
+        output=meta.output,
+        calibration=meta.calibration,
+        baseline=meta.baseline,
+        loader="torch_export",
+    )
+    config = make_config(demo, rows_uri, tmp_path / "ray")
+    config = config.model_copy(
+        update={"model": config.model.model_copy(update={"uri": str(tmp_path / "exported")})}
+    )
+    manifest = run_explain_ray(config)
+    assert manifest["artifact"]["loader"] == "torch_export" and manifest["shards"]["computed"] == 4
+    assert_same(load(tmp_path / "ray"), in_process)
+
+
 def test_empty_input_gives_an_empty_output_on_both_paths(demo, tmp_path) -> None:
     pd.read_parquet(demo["test"]).head(0).to_parquet(tmp_path / "empty.parquet", index=False)
     config = make_config(demo, str(tmp_path / "empty.parquet"), tmp_path / "ray")

@@ -4,7 +4,7 @@
 
     demo_output/data/adult_train.parquet    reference rows (baselines, training)
     demo_output/data/adult_test.parquet     held-out rows to explain
-    demo_output/artifacts/adult_torch/      model artifact (state_dict + ig_artifact.json)
+    demo_output/artifacts/adult_torch/      model artifact (state_dict or .pt2 + ig_artifact.json)
     demo_output/artifacts/adult_keras/      with tensorflow=True: the Keras twin (.keras)
     demo_output/configs/explain.yaml        run config for ``ig-airflow explain``
 """
@@ -50,9 +50,11 @@ def write_daily_partitions(frame: pd.DataFrame, root: Path, days: int = PARTITIO
     return written
 
 
-def train_demo_torch(train: pd.DataFrame, artifact_dir: Path, seed: int = 0, epochs: int = 6) -> dict:
+def train_demo_torch(
+    train: pd.DataFrame, artifact_dir: Path, seed: int = 0, epochs: int = 6, loader: str = "state_dict"
+) -> dict:
     """Train the demo :class:`TabularNet`, fit Platt scaling on a held-out slice and save the
-    artifact; returns its metadata as a dict."""
+    artifact (``loader``: ``state_dict`` or ``torch_export``); returns its metadata as a dict."""
     import torch
 
     from ig_airflow.demo.torch_model import fit_platt, input_spec_from_frame, train_tabular_net
@@ -72,7 +74,8 @@ def train_demo_torch(train: pd.DataFrame, artifact_dir: Path, seed: int = 0, epo
         model,
         str(artifact_dir),
         inputs=spec,
-        model_kwargs=kwargs,
+        model_kwargs=kwargs if loader == "state_dict" else None,
+        loader=loader,
         output={"index": 0, "explain": "probability"},
         calibration={"method": "platt", "a": a, "b": b},
         baseline={"numeric": "median", "categorical": "most_frequent"},
@@ -110,7 +113,9 @@ def train_demo_keras(train: pd.DataFrame, artifact_dir: Path, seed: int = 0, epo
     return metadata.model_dump(mode="json")
 
 
-def prepare_demo(out_dir: str | Path, seed: int = 0, tensorflow: bool = False) -> dict[str, str]:
+def prepare_demo(
+    out_dir: str | Path, seed: int = 0, tensorflow: bool = False, torch_loader: str = "state_dict"
+) -> dict[str, str]:
     """Write the demo data, model artifact and run config under ``out_dir``."""
     out = Path(out_dir)
     (out / "data").mkdir(parents=True, exist_ok=True)
@@ -125,7 +130,7 @@ def prepare_demo(out_dir: str | Path, seed: int = 0, tensorflow: bool = False) -
     write_frame(train, paths["train"])
     write_frame(test, paths["test"])
     write_daily_partitions(test, out / "partitions")
-    train_demo_torch(train, paths["artifact"], seed=seed)
+    train_demo_torch(train, paths["artifact"], seed=seed, loader=torch_loader)
     if tensorflow:
         paths["artifact_tf"] = out / "artifacts" / "adult_keras"
         train_demo_keras(train, paths["artifact_tf"], seed=seed)
