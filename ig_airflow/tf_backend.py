@@ -12,8 +12,9 @@ watches; all embeddings in one pass. Differences from alibi's IntegratedGradient
 every quadrature rule sum to 1; the target output is selected (and calibrated) by the
 artifact's metadata rather than a ``target`` argument; categorical baselines are category
 indices whose embedding vectors are interpolated; attributions of each embedding are summed
-over its dimensions; step counts adapt per row to a completeness tolerance. Keras computes in
-float32 whatever ``ig.dtype`` says.
+over its dimensions; step counts adapt per row to a completeness tolerance. ``ig.dtype:
+float64`` clones a functional or Sequential Keras model with every layer's dtype policy set to
+float64 and float64 inputs (:func:`cast_keras_model`); SavedModels run in their saved dtype.
 
 Artifacts: ``.keras`` files load with ``safe_mode=True`` (no lambdas); custom layers must be
 registered by the importable module named in ``custom_objects_module``. TensorFlow
@@ -36,7 +37,7 @@ from ig_airflow.artifacts import ArtifactMetadata
 from ig_airflow.baselines import Baseline
 from ig_airflow.config import IGSection
 from ig_airflow.engine import FixedStepResult
-from ig_airflow.exceptions import ArtifactError
+from ig_airflow.exceptions import ArtifactError, ConfigError
 from ig_airflow.model_wrapper import select_output
 from ig_airflow.quadrature import rule
 
@@ -116,6 +117,37 @@ def capture_calls(layers: Sequence[Any]) -> Iterator[list[Any]]:
             del layer.call
 
 
+def cast_keras_model(model: Any, dtype: str) -> Any:
+    """A clone of a functional or Sequential Keras model computing in ``dtype`` throughout:
+    float inputs of that dtype, every layer's dtype policy set to it, the weights cast."""
+    import keras
+
+    if not isinstance(model, keras.Model):
+        raise ConfigError(f"ig.dtype: {dtype} needs a Keras model; a SavedModel runs in its saved dtype")
+
+    def clone_layer(layer: Any) -> Any:
+        config = layer.get_config()
+        if "dtype" in config:
+            config["dtype"] = dtype
+        return layer.__class__.from_config(config)
+
+    try:
+        inputs = [
+            keras.Input(t.shape[1:], dtype=dtype if "float" in str(t.dtype) else t.dtype, name=t.name)
+            for t in model.inputs
+        ]
+        clone = keras.models.clone_model(
+            model, input_tensors=inputs if len(inputs) > 1 else inputs[0], clone_function=clone_layer
+        )
+        clone.set_weights([w.astype(dtype) if w.dtype.kind == "f" else w for w in model.get_weights()])
+    except Exception as exc:  # noqa: BLE001 - Keras raises many types while cloning
+        raise ConfigError(
+            f"ig.dtype: cannot rebuild {type(model).__name__} {model.name!r} in {dtype} "
+            f"({type(exc).__name__}: {exc}); subclassed models run with ig.dtype: float32"
+        ) from None
+    return clone
+
+
 class TensorFlowIG:
     """Vectorised IG for a Keras model (or a numeric-only SavedModel) against one baseline."""
 
@@ -123,11 +155,12 @@ class TensorFlowIG:
         import tensorflow as tf
 
         self.tf = tf
-        self.model = model
+        self.float_dtype = tf.float64 if settings.dtype == "float64" else tf.float32
+        self.model = cast_keras_model(model, "float64") if settings.dtype == "float64" else model
         self.metadata = metadata
         self.settings = settings
         self.layers = [self._layer(f.embedding_layer) for f in metadata.inputs.categorical]
-        self.base_num = tf.constant(baseline.numeric[None, :], tf.float32)
+        self.base_num = tf.constant(baseline.numeric[None, :], self.float_dtype)
         self.base_cat = tf.constant(baseline.categorical[None, :], tf.int32)
         self.base_embeddings, prediction = self._embed(self.base_num, self.base_cat)
         self.baseline_prediction = float(prediction[0])
@@ -154,7 +187,7 @@ class TensorFlowIG:
             shape = getattr(getattr(layer, "output", None), "shape", None)
             if shape is not None:
                 widths += int(np.prod([d for d in shape[1:] if d]))
-        per_row = max(widths, 64) * 4 * 3
+        per_row = max(widths, 64) * self.float_dtype.size * 3
         return int(max(1, min(1 << 17, self.settings.memory_budget_mb * 2**20 // per_row)))
 
     def _call(self, x_num: Any, x_cat: Any) -> Any:
@@ -171,12 +204,12 @@ class TensorFlowIG:
 
     def attribute(self, numeric: np.ndarray, categorical: np.ndarray, n_steps: int) -> FixedStepResult:
         tf = self.tf
-        x_num = tf.constant(numeric, tf.float32)
+        x_num = tf.constant(numeric, self.float_dtype)
         x_cat = tf.constant(categorical, tf.int32)
         embeddings, prediction = self._embed(x_num, x_cat)
         weights_np, alphas_np = rule(self.settings.method, n_steps)
-        weights = tf.constant(weights_np, tf.float32)
-        alphas = tf.constant(alphas_np, tf.float32)
+        weights = tf.constant(weights_np, self.float_dtype)
+        alphas = tf.constant(alphas_np, self.float_dtype)
         n_rows = len(numeric)
         rows_per_chunk = max(1, self.internal_batch_size // n_steps)
         ig_num, ig_emb = [], [[] for _ in embeddings]

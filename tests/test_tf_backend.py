@@ -67,6 +67,53 @@ def test_keras_and_pytorch_with_identical_weights_give_the_same_attributions(
     assert np.abs(ours_tf[columns].to_numpy()).max() > 1e-2
 
 
+def test_float64_keras_model_equals_pytorch_in_float64(torch_artifact, twin, baseline, rows):
+    import copy
+
+    import torch
+
+    # Keras keeps the standardisation as float32 mean/variance; give the PyTorch model exactly
+    # those constants so both sides are the same float64 function
+    standardise = twin.model.get_layer("standardise")
+    model = copy.deepcopy(torch_artifact.model).double()
+    with torch.no_grad():
+        model.numeric_mean.copy_(torch.as_tensor(np.asarray(standardise.mean, np.float64).reshape(-1)))
+        model.numeric_std.copy_(
+            torch.as_tensor(np.sqrt(np.asarray(standardise.variance, np.float64)).reshape(-1))
+        )
+    reference = type(torch_artifact)(
+        uri=torch_artifact.uri,
+        metadata=torch_artifact.metadata,
+        model=model,
+        local_dir=torch_artifact.local_dir,
+    )
+    ours_torch = explain(reference, baseline, rows, n_steps=32, tolerance=None, dtype="float64")
+    ours_tf = explain(twin, baseline, rows, n_steps=32, tolerance=None, dtype="float64")
+    columns = [c for c in ours_torch.columns if c.startswith("attr__")]
+    # float32 agrees to about 1e-7 (previous test); float64 to round-off of float64
+    np.testing.assert_allclose(
+        ours_tf[columns].to_numpy(), ours_torch[columns].to_numpy(), atol=1e-10, rtol=0
+    )
+    np.testing.assert_allclose(ours_tf.prediction, ours_torch.prediction, atol=1e-12, rtol=0)
+    assert twin.model.dtype_policy.name == "float32"  # the artifact's model itself is left as it is
+
+
+def test_float64_needs_a_rebuildable_keras_model(twin, baseline) -> None:
+    from ig_airflow.exceptions import ConfigError
+    from ig_airflow.tf_backend import TensorFlowIG
+
+    class Subclassed(keras.Model):
+        def __init__(self, inner: keras.Model):
+            super().__init__(name="subclassed")
+            self.inner = inner
+
+        def call(self, inputs):
+            return self.inner(inputs)
+
+    with pytest.raises(ConfigError, match=r"ig.dtype: cannot rebuild Subclassed 'subclassed' in float64"):
+        TensorFlowIG(Subclassed(twin.model), twin.metadata, baseline, IGSection(dtype="float64"))
+
+
 @pytest.mark.parametrize("calibrated", [True, False])
 def test_completeness_at_default_settings(twin, baseline, rows, calibrated: bool) -> None:
     artifact = twin
@@ -156,6 +203,12 @@ def test_savedmodel_numeric_only_matches_keras_file(tmp_path: Path) -> None:
         explain(load_artifact(str(tmp_path / n)), base, frame.assign(row_id=range(20))) for n in ("sm", "kf")
     ]
     np.testing.assert_allclose(results[0].filter(like="attr__"), results[1].filter(like="attr__"), atol=1e-6)
+    from ig_airflow.exceptions import ConfigError
+
+    with pytest.raises(
+        ConfigError, match="float64 needs a Keras model; a SavedModel runs in its saved dtype"
+    ):
+        explain(load_artifact(str(tmp_path / "sm")), base, frame.assign(row_id=range(20)), dtype="float64")
     with pytest.raises(ArtifactError, match="SavedModel supports input-level attribution only"):
         spec_cat = {**spec, "categorical": [{"name": "kind", "vocabulary": ["x"], "embedding_layer": "e"}]}
         save_artifact(model, str(tmp_path / "sm2"), inputs=spec_cat, loader="savedmodel")
