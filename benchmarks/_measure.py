@@ -23,6 +23,20 @@ def median_time(fn: Callable[[], Any], repeats: int, warmup: bool = True) -> flo
     return statistics.median(times)
 
 
+def interleaved_medians(fns: dict[str, Callable[[], Any]], repeats: int) -> dict[str, float]:
+    """Median wall time of each function, timed in rounds that run every function once (after
+    one warm-up round), so that drift in the machine's speed hits all of them alike."""
+    for fn in fns.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
 def peak_rss(fn: Callable[[], Any]) -> tuple[int, int, Any]:
     """Run ``fn`` while sampling this process's RSS every 2 ms; returns (RSS before, peak
     RSS during, fn's result)."""

@@ -1,26 +1,31 @@
 """IG engine throughput against plain Captum and the forward+backward floor, in one run.
 
 Model (as in issue 8): 20 numeric inputs, 6 embeddings (vocab 1000, dim 16), 3x256 ReLU MLP,
-sigmoid output. Prints medians over --repeats of:
+sigmoid output. Prints medians over --repeats rounds (each round times every variant once) of:
   - ours:   the vectorised engine at a fixed step count (no adaptivity), rows/s
   - captum: plain captum LayerIntegratedGradients (default internal batch), rows/s
   - floor:  one input-gradient forward+backward over rows x steps interpolated rows
-            (chunks of --floor-chunk rows), expressed as rows/s
+            (the faster of chunks of --floor-chunk rows and of the engine's own chunk size),
+            expressed as rows/s
 and their ratios; the engine's peak RSS growth against its memory budget; and, for the
 adaptive mode at a 1% tolerance, gradient evaluations against the smallest fixed step count
 that reaches the same share of rows within tolerance.
 
-Usage: python benchmarks/bench_ig_engine.py [--rows 2048] [--steps 50] [--repeats 5]
+Usage: python benchmarks/bench_ig_engine.py [--rows 2048] [--steps 50] [--repeats 7]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 
 import numpy as np
 import torch
-from _measure import median_time, peak_rss
+from _measure import interleaved_medians, peak_rss
 from captum.attr import LayerIntegratedGradients
 
 from ig_airflow.artifacts import ArtifactMetadata
@@ -64,6 +69,16 @@ def build(seed: int = 0) -> tuple[TorchModelWrapper, Baseline, np.ndarray, np.nd
     )
 
 
+def live_tensor_peak() -> float:
+    """Peak RSS growth of one engine run in a child process whose glibc returns every large
+    free to the OS at once (fixed mmap threshold), so RSS follows the live tensors (MiB)."""
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    command = [sys.executable, __file__, "--live-probe", "--rows", str(args.rows), "--steps", str(args.steps)]
+    command += ["--budget-mb", str(args.budget_mb), "--threads", str(torch.get_num_threads())]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    return float(result.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     wrapper, baseline, numeric, categorical, meta = build()
@@ -72,6 +87,11 @@ def main() -> None:
 
     def run_ours() -> None:
         ours.attribute(numeric, categorical, args.steps)
+
+    if args.live_probe:
+        before, peak, _ = peak_rss(run_ours)
+        print((peak - before) / 2**20)
+        return
 
     model = wrapper.model
     layers = [model.numeric_input] + [model.get_submodule(f.embedding_layer) for f in meta.inputs.categorical]
@@ -86,19 +106,25 @@ def main() -> None:
     floor_num = x_num.repeat(args.steps, 1)
     floor_cat = x_cat.repeat(args.steps, 1)
 
-    def run_floor() -> None:
-        for start in range(0, interpolated, args.floor_chunk):
-            chunk = floor_num[start : start + args.floor_chunk].clone().requires_grad_(True)
-            out = wrapper(chunk, floor_cat[start : start + args.floor_chunk])
-            torch.autograd.grad(out.sum(), chunk)
+    def floor_in_chunks(size: int) -> Callable[[], None]:
+        def run_floor() -> None:
+            for start in range(0, interpolated, size):
+                chunk = floor_num[start : start + size].clone().requires_grad_(True)
+                out = wrapper(chunk, floor_cat[start : start + size])
+                torch.autograd.grad(out.sum(), chunk)
+
+        return run_floor
 
     before, peak, _ = peak_rss(run_ours)  # first run in the process: allocator pools still empty
     growth = peak - before
-    results = {
-        "ours": median_time(run_ours, args.repeats),
-        "captum": median_time(run_captum, args.repeats),
-        "floor": median_time(run_floor, args.repeats),
-    }
+    # the floor at the faster of the issue's chunk size and the engine's own
+    floor_chunks = sorted({args.floor_chunk, ours.internal_batch_size})
+    timed = interleaved_medians(
+        {"ours": run_ours, "captum": run_captum} | {f"floor {n}": floor_in_chunks(n) for n in floor_chunks},
+        args.repeats,
+    )
+    floors = {size: timed.pop(f"floor {size}") for size in floor_chunks}
+    results = {**timed, "floor": min(floors.values())}
     print(
         f"rows={args.rows} steps={args.steps} threads={torch.get_num_threads()} "
         f"repeats={args.repeats} (medians)"
@@ -108,13 +134,38 @@ def main() -> None:
     )
     for name, seconds in results.items():
         print(f"  {name:7s} {args.rows / seconds:9.1f} rows/s  ({seconds:.3f} s)")
+    floor_line = ", ".join(f"{args.rows / t:.1f} rows/s in chunks of {size}" for size, t in floors.items())
+    print(f"  (floor: {floor_line})")
     print(f"  ours / captum = {results['captum'] / results['ours']:.2f}x")
     print(f"  ours / floor  = {results['floor'] / results['ours']:.2%} of the floor's rows/s")
     print(f"  peak RSS growth of one engine run: {growth / 2**20:.1f} MiB (budget {args.budget_mb:.0f} MiB)")
+    print(f"  of which live tensors (child process, fixed mmap threshold): {live_tensor_peak():.1f} MiB")
 
+    torch_export_report(wrapper, baseline, numeric, categorical, meta, run_ours)
     adaptive_report()
     if not args.no_tensorflow:
         tensorflow_report(wrapper, baseline, numeric, categorical, meta)
+
+
+def torch_export_report(wrapper, baseline, numeric, categorical, meta, run_eager: Callable[[], None]) -> None:
+    """The same model saved as a torch.export artifact (unflattened on load) through the engine."""
+    import tempfile
+
+    from ig_airflow.artifacts import load_artifact, save_artifact
+
+    with tempfile.TemporaryDirectory() as tmp:
+        save_artifact(wrapper.model, f"{tmp}/exported", inputs=meta.inputs, loader="torch_export")
+        loaded = load_artifact(f"{tmp}/exported")
+    settings = IGSection(n_steps=args.steps, tolerance=None, memory_budget_mb=args.budget_mb)
+    exported = TorchIG(TorchModelWrapper(loaded.model, loaded.metadata), baseline, settings)
+    timed = interleaved_medians(
+        {"eager": run_eager, "exported": lambda: exported.attribute(numeric, categorical, args.steps)},
+        args.repeats,
+    )
+    seconds, eager_seconds = timed["exported"], timed["eager"]
+    print("torch.export artifact (same weights, unflattened graph):")
+    speed = eager_seconds / seconds
+    print(f"  ours    {args.rows / seconds:9.1f} rows/s  ({seconds:.3f} s) = {speed:.2f}x the eager module")
 
 
 def tensorflow_report(wrapper, baseline, numeric, categorical, meta) -> None:
@@ -139,8 +190,10 @@ def tensorflow_report(wrapper, baseline, numeric, categorical, meta) -> None:
                 out = tf.sigmoid(model([chunk, x_cat[start : start + args.floor_chunk]], training=False))
             tape.gradient(out, chunk)
 
-    ours_s = median_time(lambda: ours.attribute(numeric, categorical, args.steps), args.repeats)
-    floor_s = median_time(run_floor, args.repeats)
+    timed = interleaved_medians(
+        {"ours": lambda: ours.attribute(numeric, categorical, args.steps), "floor": run_floor}, args.repeats
+    )
+    ours_s, floor_s = timed["ours"], timed["floor"]
     print(f"tensorflow (same model as Keras, internal batch {ours.internal_batch_size}):")
     print(f"  ours    {args.rows / ours_s:9.1f} rows/s  ({ours_s:.3f} s)")
     print(f"  floor   {args.rows / floor_s:9.1f} rows/s  ({floor_s:.3f} s)")
@@ -203,11 +256,12 @@ if __name__ == "__main__":
     )
     parser.add_argument("--rows", type=int, default=2048)
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--budget-mb", type=float, default=256)
     parser.add_argument("--floor-chunk", type=int, default=20_480)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--adaptive-rows", type=int, default=4000)
     parser.add_argument("--no-tensorflow", action="store_true")
+    parser.add_argument("--live-probe", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     main()
