@@ -1,7 +1,7 @@
 """ig_airflow: Integrated Gradients explanations as scheduled, distributed Airflow pipelines.
 
 The library works without Airflow; see :func:`explain_dataframe`, :func:`run_explain`,
-:func:`save_artifact` and :func:`load_artifact`.
+:func:`save_artifact`, :func:`load_artifact` and :func:`explain_prediction` (one row of a run).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ __version__ = "0.1.0"
 __all__ = [
     "__version__",
     "explain_dataframe",
+    "explain_prediction",
     "load_artifact",
     "load_run_config",
     "run_explain",
@@ -29,6 +30,10 @@ def __getattr__(name: str) -> Any:  # lazy: importing the package must not impor
         from ig_airflow import artifacts
 
         return getattr(artifacts, name)
+    if name == "explain_prediction":
+        from ig_airflow.row_explanation import explain_prediction
+
+        return explain_prediction
     if name == "load_run_config":
         from ig_airflow.config import load_run_config
 

@@ -1,4 +1,5 @@
-"""Command line: ``ig-airflow explain --config run.yaml`` and the demo helpers."""
+"""Command line: ``ig-airflow explain|validate|run --config run.yaml``, ``ig-airflow why`` and the
+demo helpers."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ def _template_vars(pairs: list[str]) -> dict[str, str]:
             raise SystemExit(f"--set expects KEY=VALUE, got {pair!r}")
         values[key.strip()] = value
     return values
+
+
+def _row_ids(values: list[str]) -> str | dict[str, str]:
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    pairs = [v.partition("=") for v in values]
+    if not all(sep for _, sep, _ in pairs):
+        raise SystemExit("--id: give one VALUE, or COLUMN=VALUE for every id column")
+    return {column: value for column, _, value in pairs}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,6 +58,24 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="KEY=VALUE",
             help="fill a {{ KEY }} placeholder in the config (ds defaults to today's date)",
         )
+
+    why = sub.add_parser(
+        "why",
+        help="why did the model decide this? one row's explanation from a finished run",
+        description="Print one row of a finished run: its prediction against the baseline, the "
+        "features ordered by the size of their attribution (value, baseline value, attribution, "
+        "share), completeness; or, for a quarantined row, validation's reasons.",
+    )
+    why.add_argument("run", help="the run's output directory (holding manifest.json)")
+    why.add_argument(
+        "--id",
+        action="append",
+        required=True,
+        metavar="VALUE|COLUMN=VALUE",
+        help="the row's id; COLUMN=VALUE once per id column when the run has several",
+    )
+    why.add_argument("--top", type=int, default=10, help="features to show (default: 10; 0: all)")
+    why.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     demo = sub.add_parser("demo", help="demo data and model (UCI Adult)")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
@@ -95,6 +123,15 @@ def main(argv: list[str] | None = None) -> int:
             manifest = run_pipeline(load_run_config(args.config, _template_vars(args.set)))
             keys = ("outputs", "rows", "validation", "completeness", "timing")
             print(json.dumps({k: manifest.get(k) for k in keys}, indent=2))
+        elif args.command == "why":
+            from ig_airflow.row_explanation import explain_prediction
+
+            explanation = explain_prediction(args.run, _row_ids(args.id))
+            top = args.top or None
+            if args.json:
+                print(json.dumps(explanation.to_dict(top=top), indent=2, default=str))
+            else:
+                print(explanation.to_text(top=top))
         elif args.command == "demo" and args.demo_command == "prepare":
             from ig_airflow.demo.prepare import prepare_demo
 

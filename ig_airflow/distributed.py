@@ -118,7 +118,7 @@ def _worker_class(config: RunConfig) -> Any:
             self.explainer = build_explainer(self.config)
 
         def explain_shard(self, shard: Shard, record: dict[str, Any]) -> dict[str, Any]:
-            from ig_airflow.explain import CompletenessStats
+            from ig_airflow.explain import CompletenessStats, baseline_record
             from ig_airflow.faults import maybe_kill_worker
             from ig_airflow.io import read_row_range, write_parquet
 
@@ -141,6 +141,7 @@ def _worker_class(config: RunConfig) -> Any:
                 "shard": shard.index,
                 "rows": shard.stop - shard.start,
                 "completeness": shard_completeness(stats),
+                "baseline": baseline_record(self.explainer),
                 "seconds": time.perf_counter() - started,
             }
             write_json(f"{base}.json", done)
@@ -155,7 +156,7 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
     import ray
 
     from ig_airflow.artifacts import read_metadata
-    from ig_airflow.explain import require_columns
+    from ig_airflow.explain import require_columns, versions
     from ig_airflow.faults import maybe_fail_run
 
     config.require_rendered()
@@ -281,7 +282,9 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
         "input_uri": config.data.input_uri,
         "input_sha256": record["input_sha256"],
         "outputs": {"attributions": output_uri, "shards": shards_uri(config)},
+        "id_columns": config.data.id_columns,
         "rows": {"explained": n_rows},
+        "baseline": done[shards[0].index].get("baseline") if shards else None,
         "shards": {"total": len(shards), "skipped": skipped, "computed": len(shards) - skipped},
         "ig": config.ig.model_dump(mode="json"),
         "ray": settings.model_dump(mode="json"),
@@ -290,6 +293,7 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
             "seconds": round(seconds, 3),
             "rows_per_second": round(n_rows / seconds, 1) if seconds else None,
         },
+        "versions": versions(),
     }
     write_json(join_uri(config.output.uri, "manifest.json"), manifest)
     log.info(

@@ -231,8 +231,6 @@ def run_manifest(
     seconds: float,
     output_uri: str,
 ) -> dict[str, Any]:
-    import ig_airflow
-
     meta = explainer.artifact.metadata
     return {
         "stage": "explain",
@@ -246,16 +244,28 @@ def run_manifest(
         },
         "input_uri": config.data.input_uri,
         "outputs": {"attributions": output_uri},
+        "id_columns": explainer.id_columns,
         "rows": {"explained": rows},
-        "baseline": {**explainer.baseline.values, "prediction": explainer.backend.baseline_prediction},
+        "baseline": baseline_record(explainer),
         "ig": config.ig.model_dump(mode="json"),
         "completeness": stats.summary(),
         "timing": {
             "seconds": round(seconds, 3),
             "rows_per_second": round(rows / seconds, 1) if seconds else None,
         },
-        "versions": {"ig_airflow": ig_airflow.__version__, "python": platform.python_version()},
+        "versions": versions(),
     }
+
+
+def baseline_record(explainer: Explainer) -> dict[str, Any]:
+    """The baseline row (feature -> value) and the model's output there, for manifests."""
+    return {**explainer.baseline.values, "prediction": explainer.backend.baseline_prediction}
+
+
+def versions() -> dict[str, str]:
+    import ig_airflow
+
+    return {"ig_airflow": ig_airflow.__version__, "python": platform.python_version()}
 
 
 def explain_dataframe(

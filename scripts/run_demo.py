@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from ig_airflow.demo.airflow_local import airflow_env, dag_test, run_airflow
 
 
@@ -59,6 +61,11 @@ def main() -> int:
             indent=2,
         )
     )
+    from ig_airflow.row_explanation import explain_prediction
+
+    first_id = pq.read_table(manifest["outputs"]["attributions"], columns=["row_id"]).column(0)[0].as_py()
+    print(f"\nwhy did the model decide this? `ig-airflow why {run} --id {first_id}`:")
+    print(explain_prediction(str(run), first_id).to_text(top=5))
     return 0
 
 

@@ -61,7 +61,9 @@ def in_process(demo, rows_uri, tmp_path_factory) -> pd.DataFrame:
 def test_ray_output_equals_in_process_engine(demo, rows_uri, in_process, tmp_path: Path) -> None:
     manifest = run_explain_ray(make_config(demo, rows_uri, tmp_path))
     assert manifest["shards"] == {"total": 4, "skipped": 0, "computed": 4}
-    assert manifest["rows"]["explained"] == 1200
+    assert manifest["rows"]["explained"] == 1200 and manifest["id_columns"] == ["row_id"]
+    features = [c.removeprefix("attr__") for c in in_process.columns if c.startswith("attr__")]
+    assert set(manifest["baseline"]) == {*features, "prediction"}  # what `ig-airflow why` shows
     assert sorted(p.name for p in (tmp_path / "shards").glob("*.parquet")) == [
         f"part-0000{i}.parquet" for i in range(4)
     ]
