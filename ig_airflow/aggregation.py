@@ -6,7 +6,9 @@ feature, see :mod:`ig_airflow.ig_torch`). This stage summarises a run:
 - ``feature_summary.parquet``: per feature, mean |attribution|, mean signed attribution, share
   of the total mean |attribution|, rank, and quantiles (5/25/50/75/95%) of the attribution;
 - ``category_summary.parquet``: per categorical feature and value, row count, mean and mean
-  |attribution| of that feature's score.
+  |attribution| of that feature's score;
+- ``layer_summary.parquet`` (runs with ``ig.layer_attributions``): per hidden layer and unit,
+  mean |attribution|, mean attribution, share of the layer's total and rank in the layer.
 
 Columns are streamed one column chunk (row group) at a time: means, ranges and counts are
 exact, quantiles come from a 4,096-bin histogram (error at most one bin width), so a run of
@@ -27,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ig_airflow.exceptions import InputDataError
-from ig_airflow.explain import ATTRIBUTION_PREFIX
+from ig_airflow.explain import ATTRIBUTION_PREFIX, LAYER_PREFIX
 from ig_airflow.io import join_uri, open_parquet, write_json, write_parquet
 
 log = logging.getLogger(__name__)
@@ -135,6 +137,37 @@ def feature_summary(uri: str) -> pd.DataFrame:
     return frame.sort_values("rank").reset_index(drop=True)
 
 
+def layer_summary(uri: str) -> pd.DataFrame:
+    """Global importance of every unit of the hidden layers attributed in the run
+    (``ig.layer_attributions``): mean |attribution|, mean attribution, share of its layer's
+    total and rank within the layer. Empty when the run attributed no layer."""
+    rows = []
+    for name in open_parquet(uri).schema_arrow.names:
+        if not name.startswith(LAYER_PREFIX):
+            continue
+        layer, _, unit = name[len(LAYER_PREFIX) :].rpartition("__")
+        stats = column_stats(uri, name)
+        rows.append(
+            {
+                "layer": layer,
+                "unit": int(unit),
+                "rows": stats.count,
+                "mean_abs_attribution": stats.abs_total / stats.count if stats.count else 0.0,
+                "mean_attribution": stats.total / stats.count if stats.count else 0.0,
+            }
+        )
+    columns = ["layer", "unit", "rows", "mean_abs_attribution", "mean_attribution", "share", "rank"]
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame(rows)
+    totals = frame.groupby("layer")["mean_abs_attribution"].transform("sum")
+    frame["share"] = (frame["mean_abs_attribution"] / totals.where(totals > 0)).fillna(0.0)
+    frame["rank"] = (
+        frame.groupby("layer")["mean_abs_attribution"].rank(ascending=False, method="first").astype(np.int64)
+    )
+    return frame.sort_values(["layer", "rank"]).reset_index(drop=True)[columns]
+
+
 def category_summary(
     attributions_uri: str, inputs_uri: str, categorical: list[str], id_columns: list[str]
 ) -> pd.DataFrame:
@@ -195,6 +228,11 @@ def summarise_run(
         outputs["category_summary"] = join_uri(output_uri, "category_summary.parquet")
         write_parquet(outputs["category_summary"], pa.Table.from_pandas(categories, preserve_index=False))
         result["categories"] = len(categories)
+    layers = layer_summary(attributions_uri)
+    if len(layers):
+        outputs["layer_summary"] = join_uri(output_uri, "layer_summary.parquet")
+        write_parquet(outputs["layer_summary"], pa.Table.from_pandas(layers, preserve_index=False))
+        result["layers"] = {str(k): int(v) for k, v in layers.groupby("layer").size().items()}
     result["outputs"] = outputs
     result["top_features"] = features.head(5)["feature"].tolist()
     write_json(join_uri(output_uri, "summary.json"), result)

@@ -93,6 +93,12 @@ class IGSection(_Strict):
     dtype: Literal["float32", "float64"] = "float32"
     batch_rows: int = Field(4096, ge=1, description="Rows read from Parquet per batch.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    layer_attributions: list[str] = Field(
+        default_factory=list,
+        description="Hidden layers (PyTorch module names, Keras layer names) to attribute in their "
+        "activation space, one column per unit: layer__<name>__<i>, with layer_delta__<name> and "
+        "layer_n_steps__<name> (same tolerance and adaptive steps as the inputs).",
+    )
 
     @model_validator(mode="after")
     def _steps_consistent(self) -> IGSection:
@@ -100,6 +106,8 @@ class IGSection(_Strict):
             raise ValueError(f"max_steps ({self.max_steps}) must be >= n_steps ({self.n_steps})")
         if self.method == "trapezoid" and self.n_steps < 2:
             raise ValueError("trapezoid needs n_steps >= 2")
+        if len(set(self.layer_attributions)) != len(self.layer_attributions):
+            raise ValueError(f"layer_attributions lists a layer twice: {self.layer_attributions}")
         return self
 
 

@@ -12,7 +12,9 @@ Batch use (what the CLI and the Airflow operator call)::
 Output columns: the id columns, ``attr__<feature>`` for every input feature (categorical
 features summed over their embedding dimensions), ``prediction``, ``baseline_prediction``,
 ``delta`` (sum of attributions minus the prediction change), ``completeness_error``
-(``|delta| / |prediction - baseline_prediction|``), ``n_steps`` and ``converged``.
+(``|delta| / |prediction - baseline_prediction|``), ``n_steps`` and ``converged``; for each
+layer in ``ig.layer_attributions``: ``layer__<layer>__<unit>`` per unit of its output,
+``layer_delta__<layer>`` and ``layer_n_steps__<layer>``.
 """
 
 from __future__ import annotations
@@ -47,8 +49,16 @@ RESULT_COLUMNS = [
 ]
 
 
+LAYER_PREFIX = "layer__"
+
+
 def attribution_column(feature: str) -> str:
     return f"{ATTRIBUTION_PREFIX}{feature}"
+
+
+def layer_column(layer: str, unit: int) -> str:
+    """Column of one unit of a hidden layer's attributions (``ig.layer_attributions``)."""
+    return f"{LAYER_PREFIX}{layer}__{unit}"
 
 
 class Explainer:
@@ -75,6 +85,7 @@ class Explainer:
         self.id_columns = list(id_columns or [])
         self.spec = artifact.metadata.inputs
         self.backend = self._backend()
+        self.layer_backends = {name: self.backend.layer(name) for name in settings.layer_attributions}
 
     def _backend(self) -> Any:
         meta = self.artifact.metadata
@@ -105,6 +116,15 @@ class Explainer:
                 pa.field("n_steps", pa.int64()),
                 pa.field("converged", pa.bool_()),
             ]
+            + [
+                field
+                for name, layer in self.layer_backends.items()
+                for field in [
+                    *[pa.field(layer_column(name, i), pa.float64()) for i in range(layer.units)],
+                    pa.field(f"layer_delta__{name}", pa.float64()),
+                    pa.field(f"layer_n_steps__{name}", pa.int64()),
+                ]
+            ]
         )
 
     def table_schema(self, input_schema: pa.Schema) -> pa.Schema:
@@ -133,7 +153,14 @@ class Explainer:
             columns[attribution_column(feature)] = pa.array(result.attributions[:, j])
         for name in RESULT_COLUMNS:
             columns[name] = pa.array(getattr(result, name))
-        return pa.table(columns), result
+        for name, layer in self.layer_backends.items():
+            at_layer = explain_rows(layer, numeric, categorical, self.settings)
+            for i in range(layer.units):
+                columns[layer_column(name, i)] = pa.array(at_layer.attributions[:, i])
+            columns[f"layer_delta__{name}"] = pa.array(at_layer.delta)
+            columns[f"layer_n_steps__{name}"] = pa.array(at_layer.n_steps)
+            result.gradient_evaluations += at_layer.gradient_evaluations
+        return pa.table(columns, schema=self.table_schema(table.schema)), result
 
 
 def require_columns(uri: str, schema: pa.Schema, columns: list[str]) -> None:

@@ -156,15 +156,18 @@ class TorchModelWrapper:
             raise ArtifactError("two categorical features name the same embedding layer")
 
     def layer(self, name: str) -> Any:
-        """The submodule at ``name``; a clear error lists the embedding layers that exist."""
+        """The submodule at ``name``; a clear error lists the layers that exist."""
         import torch
 
         try:
             return self.model.get_submodule(name)
         except AttributeError:
             embeddings = [n for n, m in self.model.named_modules() if isinstance(m, torch.nn.Embedding)]
+            others = [n for n, m in self.model.named_modules() if n and not list(m.children())]
+            others = [n for n in others if n not in embeddings]
             raise ArtifactError(
-                f"unknown layer name {name!r}; embedding layers in the model: {embeddings}"
+                f"unknown layer name {name!r}; embedding layers in the model: {embeddings}; "
+                f"other layers: {others}"
             ) from None
 
     def tensors(self, numeric: np.ndarray, categorical: np.ndarray) -> tuple[Any, Any]:

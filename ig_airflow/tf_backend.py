@@ -177,9 +177,17 @@ class TensorFlowIG:
                 for layer in getattr(self.model, "layers", [])
                 if isinstance(layer, keras.layers.Embedding)
             ]
+            others = [
+                layer.name for layer in getattr(self.model, "layers", []) if layer.name not in embeddings
+            ]
             raise ArtifactError(
-                f"unknown layer name {name!r}; embedding layers in the model: {embeddings}"
+                f"unknown layer name {name!r}; embedding layers in the model: {embeddings}; "
+                f"other layers: {others}"
             ) from None
+
+    def layer(self, name: str) -> TensorFlowLayerIG:
+        """A backend attributing to the units of the hidden layer ``name``."""
+        return TensorFlowLayerIG(self, name)
 
     def _budget_rows(self) -> int:
         widths = 0
@@ -241,6 +249,55 @@ class TensorFlowIG:
         return FixedStepResult(
             attributions=np.concatenate(attributions, 1),
             integrated_gradients=np.concatenate(raw, 1),
+            prediction=np.asarray(prediction, dtype=np.float64).reshape(-1),
+        )
+
+
+class TensorFlowLayerIG:
+    """IG in the activation space of one hidden Keras layer (alibi's ``layer=``): the layer's
+    output is interpolated from its value at the baseline row to its value at the input row
+    and substituted for its ``call``; one attribution per unit of the output (flattened).
+    PyTorch's :class:`ig_airflow.ig_torch.TorchLayerIG` computes the same."""
+
+    def __init__(self, parent: TensorFlowIG, name: str):
+        self.parent = parent
+        self.name = name
+        self.layer = parent._layer(name)
+        with capture_calls([self.layer]) as captured:
+            parent._call(parent.base_num, parent.base_cat)
+        self.base = captured[0]
+        self.units = int(np.prod(self.base.shape[1:]))
+        self.baseline_prediction = parent.baseline_prediction
+
+    def attribute(self, numeric: np.ndarray, categorical: np.ndarray, n_steps: int) -> FixedStepResult:
+        parent, tf = self.parent, self.parent.tf
+        x_num = tf.constant(numeric, parent.float_dtype)
+        x_cat = tf.constant(categorical, tf.int32)
+        with capture_calls([self.layer]) as captured:
+            prediction = parent._call(x_num, x_cat)
+        activation = captured[0]
+        weights_np, alphas_np = rule(parent.settings.method, n_steps)
+        weights = tf.constant(weights_np, activation.dtype)
+        alphas = tf.constant(alphas_np, activation.dtype)
+        rows_per_chunk = max(1, parent.internal_batch_size // n_steps)
+        n_rows = len(numeric)
+        parts = [np.zeros((0, self.units))]
+        for start in range(0, n_rows, rows_per_chunk):
+            stop = min(start + rows_per_chunk, n_rows)
+            path = _interpolate(tf, self.base, activation[start:stop], alphas)
+            numeric_rows = tf.repeat(x_num[start:stop], n_steps, axis=0)
+            categories = tf.repeat(x_cat[start:stop], n_steps, axis=0)
+            with tf.GradientTape() as tape:
+                tape.watch(path)
+                with substitute_calls([self.layer], [path]):
+                    output = parent._call(numeric_rows, categories)
+            grad = tape.gradient(output, path)
+            parts.append(_integrate(tf, grad, weights, stop - start).numpy().reshape(stop - start, -1))
+        ig = np.concatenate(parts).astype(np.float64)
+        diff = (np.asarray(activation) - np.asarray(self.base)).reshape(n_rows, -1).astype(np.float64)
+        return FixedStepResult(
+            attributions=ig * diff,
+            integrated_gradients=ig,
             prediction=np.asarray(prediction, dtype=np.float64).reshape(-1),
         )
 

@@ -58,9 +58,11 @@ def test_explain_pipeline_runs_every_stage(env) -> None:
         "validation/data_docs/index.html",
         "summary/feature_summary.parquet",
         "summary/category_summary.parquet",
+        "summary/layer_summary.parquet",  # the config asks for layer attributions at mlp.1
         "drift/drift.json",
     ):
         assert (run / name).exists(), name
+    assert json.loads((run / "summary" / "summary.json").read_text())["layers"] == {"mlp.1": 64}
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["runner"] == "ray" and manifest["rows"]["explained"] == 16281
     assert manifest["completeness"]["mean_error"] <= 0.01

@@ -182,6 +182,33 @@ def test_torch_export_artifact_on_ray_equals_state_dict_in_process(
     assert_same(load(tmp_path / "ray"), in_process)
 
 
+def test_layer_attributions_on_ray_equal_in_process(demo, rows_uri, tmp_path) -> None:
+    config = make_config(demo, rows_uri, tmp_path / "ray")
+    config = config.model_copy(update={"ig": config.ig.model_copy(update={"layer_attributions": ["mlp.1"]})})
+    run_explain_ray(config)
+    run_explain(
+        config.model_copy(
+            update={"output": config.output.model_copy(update={"uri": str(tmp_path / "local")})}
+        )
+    )
+    on_ray, local = load(tmp_path / "ray"), load(tmp_path / "local")
+    layer_columns = [c for c in on_ray.columns if c.startswith("layer")]
+    assert len(layer_columns) == 64 + 2 and list(on_ray.columns) == list(local.columns)
+    np.testing.assert_allclose(
+        on_ray[layer_columns].to_numpy(), local[layer_columns].to_numpy(), atol=1e-6, rtol=0
+    )
+    # the aggregate stage summarises every unit of the layer
+    from ig_airflow.aggregation import summarise_run
+
+    summary = summarise_run(str(tmp_path / "ray" / "attributions.parquet"), str(tmp_path / "summary"))
+    assert summary["layers"] == {"mlp.1": 64} and "layer_summary" in summary["outputs"]
+    units = pd.read_parquet(summary["outputs"]["layer_summary"]).set_index("unit")
+    expected = on_ray[[f"layer__mlp.1__{i}" for i in range(64)]].abs().mean().to_numpy()
+    np.testing.assert_allclose(units.sort_index()["mean_abs_attribution"].to_numpy(), expected, rtol=1e-12)
+    assert units["share"].sum() == pytest.approx(1.0)
+    assert units.loc[units["rank"] == 1, "mean_abs_attribution"].item() == pytest.approx(expected.max())
+
+
 def test_empty_input_gives_an_empty_output_on_both_paths(demo, tmp_path) -> None:
     pd.read_parquet(demo["test"]).head(0).to_parquet(tmp_path / "empty.parquet", index=False)
     config = make_config(demo, str(tmp_path / "empty.parquet"), tmp_path / "ray")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from captum.attr import LayerIntegratedGradients
@@ -231,3 +232,55 @@ def test_explain_reads_and_writes_fsspec_uris(demo, demo_frames) -> None:
     ]
     with fs.open("/ig_test/out/attributions.parquet", "rb") as fh:
         assert pq.read_table(fh).num_rows == 64
+
+
+@pytest.mark.parametrize("layer", ["mlp.1", "embeddings.education"])
+def test_layer_attributions_equal_plain_captum_layer_ig(demo_parts, layer: str) -> None:
+    artifact, baseline, test = demo_parts
+    rows = test.head(60)
+    backend, wrapper = _backend(artifact, baseline, internal_batch_size=700)
+    at_layer = backend.layer(layer)
+    numeric, categorical = encode_rows(rows, artifact.metadata.inputs)
+    ours = at_layer.attribute(numeric, categorical, 24)
+    x_num, x_cat = wrapper.tensors(numeric, categorical)
+    reference = LayerIntegratedGradients(wrapper, wrapper.layer(layer)).attribute(
+        (x_num, x_cat),
+        baselines=(backend.base_num.expand_as(x_num), backend.base_cat.expand_as(x_cat)),
+        n_steps=24,
+        method="gausslegendre",
+    )
+    assert ours.attributions.shape == (60, at_layer.units)
+    np.testing.assert_allclose(ours.attributions, reference.reshape(60, -1).double().numpy(), atol=1e-10)
+    captum_engine = _backend(artifact, baseline, engine="captum", internal_batch_size=700)[0].layer(layer)
+    np.testing.assert_allclose(
+        captum_engine.attribute(numeric, categorical, 24).attributions, ours.attributions, atol=1e-10
+    )
+
+
+def test_layer_attributions_in_the_output_are_complete_at_a_cut_layer(demo_parts, demo_frames) -> None:
+    artifact, _, test = demo_parts
+    rows, train = test.head(300), demo_frames[0]
+    out = explain_dataframe(
+        rows, artifact.uri, id_columns=["row_id"], reference=train, layer_attributions=["mlp.1"]
+    )
+    units = [c for c in out.columns if c.startswith("layer__mlp.1__")]
+    assert len(units) == 64  # the first hidden layer's width
+    change = out["prediction"] - out["baseline_prediction"]
+    # every path to the output runs through mlp.1, so its units' attributions add up to the change
+    # (float32: a refined row's prediction may differ in the last bits between the two passes)
+    np.testing.assert_allclose(out[units].sum(axis=1) - change, out["layer_delta__mlp.1"], atol=1e-6)
+    assert (out["layer_delta__mlp.1"].abs() <= 0.01 * change.abs() + 1e-6).mean() >= 0.99
+    assert out["layer_n_steps__mlp.1"].min() >= 32
+    # the input-level columns are unchanged by asking for a layer
+    plain = explain_dataframe(rows, artifact.uri, id_columns=["row_id"], reference=train)
+    pd.testing.assert_frame_equal(out[plain.columns], plain)
+
+
+def test_unknown_layer_lists_the_layers(demo_parts) -> None:
+    from ig_airflow.exceptions import ArtifactError
+
+    artifact, baseline, _ = demo_parts
+    with pytest.raises(
+        ArtifactError, match=r"unknown layer name 'mlp.9'.*other layers: \['numeric_input', 'mlp.0'"
+    ):
+        _backend(artifact, baseline)[0].layer("mlp.9")

@@ -67,13 +67,14 @@ def test_keras_and_pytorch_with_identical_weights_give_the_same_attributions(
     assert np.abs(ours_tf[columns].to_numpy()).max() > 1e-2
 
 
-def test_float64_keras_model_equals_pytorch_in_float64(torch_artifact, twin, baseline, rows):
+@pytest.fixture(scope="module")
+def torch_float64_twin(torch_artifact, twin):
+    """The PyTorch model in float64 with the standardisation constants the Keras twin holds
+    (Keras keeps them as float32 mean/variance), so both are the same float64 function."""
     import copy
 
     import torch
 
-    # Keras keeps the standardisation as float32 mean/variance; give the PyTorch model exactly
-    # those constants so both sides are the same float64 function
     standardise = twin.model.get_layer("standardise")
     model = copy.deepcopy(torch_artifact.model).double()
     with torch.no_grad():
@@ -81,12 +82,16 @@ def test_float64_keras_model_equals_pytorch_in_float64(torch_artifact, twin, bas
         model.numeric_std.copy_(
             torch.as_tensor(np.sqrt(np.asarray(standardise.variance, np.float64)).reshape(-1))
         )
-    reference = type(torch_artifact)(
+    return type(torch_artifact)(
         uri=torch_artifact.uri,
         metadata=torch_artifact.metadata,
         model=model,
         local_dir=torch_artifact.local_dir,
     )
+
+
+def test_float64_keras_model_equals_pytorch_in_float64(torch_float64_twin, twin, baseline, rows):
+    reference = torch_float64_twin
     ours_torch = explain(reference, baseline, rows, n_steps=32, tolerance=None, dtype="float64")
     ours_tf = explain(twin, baseline, rows, n_steps=32, tolerance=None, dtype="float64")
     columns = [c for c in ours_torch.columns if c.startswith("attr__")]
@@ -96,6 +101,23 @@ def test_float64_keras_model_equals_pytorch_in_float64(torch_artifact, twin, bas
     )
     np.testing.assert_allclose(ours_tf.prediction, ours_torch.prediction, atol=1e-12, rtol=0)
     assert twin.model.dtype_policy.name == "float32"  # the artifact's model itself is left as it is
+
+
+def test_hidden_layer_attributions_equal_pytorch(torch_float64_twin, twin, baseline, rows) -> None:
+    # Keras Dense(relu) 'dense_0' is PyTorch's Linear 'mlp.0' followed by ReLU 'mlp.1'
+    settings = {"n_steps": 32, "tolerance": None, "dtype": "float64"}
+    ours_torch = explain(torch_float64_twin, baseline, rows, layer_attributions=["mlp.1"], **settings)
+    ours_tf = explain(twin, baseline, rows, layer_attributions=["dense_0"], **settings)
+    units = [c for c in ours_torch.columns if c.startswith("layer__mlp.1__")]
+    assert len(units) == 64
+    keras_units = [c.replace("layer__mlp.1__", "layer__dense_0__") for c in units]
+    np.testing.assert_allclose(
+        ours_tf[keras_units].to_numpy(), ours_torch[units].to_numpy(), atol=1e-10, rtol=0
+    )
+    np.testing.assert_allclose(ours_tf["layer_delta__dense_0"], ours_torch["layer_delta__mlp.1"], atol=1e-10)
+    assert np.abs(ours_tf[keras_units].to_numpy()).max() > 1e-3
+    with pytest.raises(ArtifactError, match=r"unknown layer name 'dense_9'.*other layers: .*'dense_0'"):
+        explain(twin, baseline, rows.head(2), layer_attributions=["dense_9"])
 
 
 def test_float64_needs_a_rebuildable_keras_model(twin, baseline) -> None:
