@@ -141,10 +141,34 @@ def main() -> None:
     print(f"  peak RSS growth of one engine run: {growth / 2**20:.1f} MiB (budget {args.budget_mb:.0f} MiB)")
     print(f"  of which live tensors (child process, fixed mmap threshold): {live_tensor_peak():.1f} MiB")
 
+    layer_report(ours, numeric, categorical, run_ours)
     torch_export_report(wrapper, baseline, numeric, categorical, meta, run_ours)
     adaptive_report()
     if not args.no_tensorflow:
         tensorflow_report(wrapper, baseline, numeric, categorical, meta)
+
+
+def layer_report(ours: TorchIG, numeric, categorical, run_inputs: Callable[[], None]) -> None:
+    """Cost of attributing each unit of a hidden layer (ig.layer_attributions) against the
+    input-level pass, and against plain Captum LayerIntegratedGradients on the same layer."""
+    at_layer = ours.layer("mlp.1")
+    wrapper = ours.wrapper
+    x_num, x_cat = wrapper.tensors(numeric, categorical)
+    base = (ours.base_num.expand_as(x_num), ours.base_cat.expand_as(x_cat))
+    captum_layer = LayerIntegratedGradients(wrapper, at_layer.layer)
+    timed = interleaved_medians(
+        {
+            "inputs": run_inputs,
+            "layer": lambda: at_layer.attribute(numeric, categorical, args.steps),
+            "captum": lambda: captum_layer.attribute((x_num, x_cat), baselines=base, n_steps=args.steps),
+        },
+        args.repeats,
+    )
+    print(f"hidden layer mlp.1 ({at_layer.units} units), same rows and steps:")
+    cost = timed["layer"] / timed["inputs"]
+    print(f"  ours    {args.rows / timed['layer']:9.1f} rows/s = {cost:.2f}x the time of the input pass")
+    print(f"  captum  {args.rows / timed['captum']:9.1f} rows/s (LayerIntegratedGradients)")
+    print(f"  ours / captum = {timed['captum'] / timed['layer']:.2f}x")
 
 
 def torch_export_report(wrapper, baseline, numeric, categorical, meta, run_eager: Callable[[], None]) -> None:

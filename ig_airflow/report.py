@@ -143,6 +143,7 @@ def build_report(
     plot_importance(summary, out / "importance.png")
     sections.append(_figure("Global importance", "importance.png"))
     sections.append(_table(summary[["rank", "feature", "mean_abs_attribution", "mean_attribution", "share"]]))
+    sections += _layer_sections(run / "summary" / "layer_summary.parquet", out)
 
     drift_path = run / "drift" / "drift.json"
     if drift_path.exists():
@@ -203,6 +204,24 @@ def build_report(
     (out / "report.html").write_text(page)
     log.info("report written to %s", out / "report.html")
     return str(out / "report.html")
+
+
+def _layer_sections(path: Path, out: Path, top: int = 20) -> list[str]:
+    """Per hidden layer (``ig.layer_attributions``): the top units' importance and how many
+    units got no attribution at all (e.g. ReLU units dead on every explained row)."""
+    if not path.exists():
+        return []
+    units = read_parquet(str(path)).to_pandas()
+    sections = []
+    for i, (layer, group) in enumerate(units.groupby("layer", sort=True)):
+        shown = group.nsmallest(top, "rank").assign(feature=lambda g: "unit " + g["unit"].astype(str))
+        name = f"layer_{i}.png"
+        plot_importance(shown, out / name, title=f"Layer {layer}: top {len(shown)} of {len(group)} units")
+        silent = int((group["mean_abs_attribution"] == 0).sum())
+        sections.append(f"<h2>Layer <code>{html.escape(str(layer))}</code></h2>")
+        sections.append(f"<p>{len(group)} units; {silent} with no attribution on any explained row.</p>")
+        sections.append(_figure(f"Layer {layer}", name))
+    return sections
 
 
 def _figure(caption: str, src: str) -> str:

@@ -100,7 +100,7 @@ def test_history_table_is_appended_idempotently(tmp_path: Path) -> None:
     assert Path(uri).read_bytes() == before
 
 
-def explain_rows(demo, rows: pd.DataFrame, out: Path, artifact: str | None = None) -> str:
+def explain_rows(demo, rows: pd.DataFrame, out: Path, artifact: str | None = None, **ig) -> str:
     import yaml
 
     rows.to_parquet(out.with_suffix(".parquet"), index=False)
@@ -108,6 +108,7 @@ def explain_rows(demo, rows: pd.DataFrame, out: Path, artifact: str | None = Non
     raw["data"]["input_uri"] = str(out.with_suffix(".parquet"))
     raw["output"]["uri"] = str(out)
     raw["ray"] = {"enabled": False}
+    raw["ig"].update(ig)
     if artifact:
         raw["model"]["uri"] = artifact
     run_explain(parse_run_config(raw))
@@ -197,3 +198,16 @@ def test_report_opens_in_headless_chromium_with_every_image_loaded(halves, tmp_p
         timeout=120,
     ).stdout
     assert 'data-images="5"' in dom and 'data-images-loaded="5"' in dom
+
+
+def test_report_shows_each_attributed_hidden_layer(demo, demo_frames, tmp_path: Path) -> None:
+    from ig_airflow.aggregation import summarise_run
+
+    uri = explain_rows(demo, demo_frames[1].head(400), tmp_path / "run", layer_attributions=["mlp.1"])
+    summarise_run(uri, str(tmp_path / "run" / "summary"))
+    page = Path(build_report(str(tmp_path / "run"), ["row_id"]))
+    assert (page.parent / "layer_0.png").stat().st_size > 0
+    units = pd.read_parquet(uri).filter(like="layer__mlp.1__")
+    silent = int((units.abs().sum() == 0).sum())
+    html = page.read_text()
+    assert "Layer <code>mlp.1</code>" in html and f"64 units; {silent} with no attribution" in html
