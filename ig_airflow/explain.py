@@ -61,6 +61,11 @@ def layer_column(layer: str, unit: int) -> str:
     return f"{LAYER_PREFIX}{layer}__{unit}"
 
 
+def layer_result_columns(layer: str) -> tuple[str, str]:
+    """Columns of a hidden layer's completeness delta and final step count."""
+    return f"layer_delta__{layer}", f"layer_n_steps__{layer}"
+
+
 class Explainer:
     """Everything needed to explain batches with one artifact: built once (per process or
     Ray actor), then called on many batches.
@@ -121,8 +126,8 @@ class Explainer:
                 for name, layer in self.layer_backends.items()
                 for field in [
                     *[pa.field(layer_column(name, i), pa.float64()) for i in range(layer.units)],
-                    pa.field(f"layer_delta__{name}", pa.float64()),
-                    pa.field(f"layer_n_steps__{name}", pa.int64()),
+                    pa.field(layer_result_columns(name)[0], pa.float64()),
+                    pa.field(layer_result_columns(name)[1], pa.int64()),
                 ]
             ]
         )
@@ -157,8 +162,9 @@ class Explainer:
             at_layer = explain_rows(layer, numeric, categorical, self.settings)
             for i in range(layer.units):
                 columns[layer_column(name, i)] = pa.array(at_layer.attributions[:, i])
-            columns[f"layer_delta__{name}"] = pa.array(at_layer.delta)
-            columns[f"layer_n_steps__{name}"] = pa.array(at_layer.n_steps)
+            delta_column, steps_column = layer_result_columns(name)
+            columns[delta_column] = pa.array(at_layer.delta)
+            columns[steps_column] = pa.array(at_layer.n_steps)
             result.gradient_evaluations += at_layer.gradient_evaluations
         return pa.table(columns, schema=self.table_schema(table.schema)), result
 

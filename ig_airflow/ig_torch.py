@@ -34,6 +34,11 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
+def require_captum_method(settings: IGSection) -> None:
+    if settings.method == "trapezoid":
+        raise ConfigError("ig.method: the captum engine has no correct trapezoid rule; use gausslegendre")
+
+
 @contextlib.contextmanager
 def substitute_outputs(layers: Sequence[torch.nn.Module], values: Sequence[torch.Tensor]) -> Iterator[None]:
     """Make each layer return the given tensor instead of its own output."""
@@ -199,8 +204,7 @@ class TorchIG:
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         from captum.attr import IntegratedGradients
 
-        if self.settings.method == "trapezoid":
-            raise ConfigError("ig.method: the captum engine has no correct trapezoid rule; use gausslegendre")
+        require_captum_method(self.settings)
         n_rows = len(x_num)
 
         def forward(numeric: torch.Tensor, *layer_values: torch.Tensor) -> torch.Tensor:
@@ -286,8 +290,7 @@ class TorchLayerIG:
     def _captum(self, x_num: torch.Tensor, x_cat: torch.Tensor, n_steps: int) -> torch.Tensor:
         from captum.attr import LayerIntegratedGradients
 
-        if self.parent.settings.method == "trapezoid":
-            raise ConfigError("ig.method: the captum engine has no correct trapezoid rule; use gausslegendre")
+        require_captum_method(self.parent.settings)
         n_rows = len(x_num)
         layer_ig = LayerIntegratedGradients(self.parent.wrapper, self.layer, multiply_by_inputs=False)
         return layer_ig.attribute(

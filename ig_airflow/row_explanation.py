@@ -20,10 +20,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ig_airflow.exceptions import InputDataError
-from ig_airflow.explain import ATTRIBUTION_PREFIX
+from ig_airflow.explain import ATTRIBUTION_PREFIX, RESULT_COLUMNS
 from ig_airflow.io import exists, filesystem, join_uri, read_json
-
-RESULT_COLUMNS = ("prediction", "baseline_prediction", "delta", "completeness_error", "n_steps", "converged")
 
 
 @dataclass

@@ -31,13 +31,31 @@ def rows_uri(demo, tmp_path_factory) -> str:
     return str(path)
 
 
-def make_config(demo, rows_uri: str, out: Path, **ray):
+def make_config(demo, rows_uri: str, out: Path, model_uri: str | None = None, ig: dict | None = None, **ray):
     raw = yaml.safe_load(Path(demo["config"]).read_text())
     raw["data"]["input_uri"] = rows_uri
     raw["output"]["uri"] = str(out)
-    raw["ig"]["batch_rows"] = 100
+    raw["ig"].update({"batch_rows": 100, **(ig or {})})
     raw["ray"] = {"num_workers": 2, "shard_rows": 300, **ray}
+    if model_uri:
+        raw["model"]["uri"] = model_uri
     return parse_run_config(raw)
+
+
+def writing_to(config, out: Path):
+    """The same run config with another output directory."""
+    return config.model_copy(update={"output": config.output.model_copy(update={"uri": str(out)})})
+
+
+def resave(artifact, model, uri: Path, **kwargs) -> str:
+    """Save ``model`` as a new artifact with ``artifact``'s output, calibration and baseline."""
+    from ig_airflow.artifacts import save_artifact
+
+    meta = artifact.metadata
+    save_artifact(
+        model, str(uri), output=meta.output, calibration=meta.calibration, baseline=meta.baseline, **kwargs
+    )
+    return str(uri)
 
 
 def load(out: Path) -> pd.DataFrame:
@@ -97,9 +115,7 @@ def test_interrupted_run_resumes_only_missing_shards(
     assert {name: (shards / name).stat().st_mtime_ns for name in finished} == stamps
     assert_same(load(tmp_path / "out"), in_process)
     # a changed config invalidates every finished shard
-    changed = make_config(demo, rows_uri, tmp_path / "out", num_workers=1).model_copy(
-        update={"ig": config.ig.model_copy(update={"n_steps": 16})}
-    )
+    changed = make_config(demo, rows_uri, tmp_path / "out", ig={"n_steps": 16}, num_workers=1)
     assert run_explain_ray(changed)["shards"]["skipped"] == 0
 
 
@@ -129,68 +145,46 @@ def test_gpu_request_without_gpus_is_a_clear_error(demo, rows_uri, tmp_path) -> 
 
 def test_tensorflow_artifact_on_ray_equals_in_process(demo, rows_uri, tmp_path) -> None:
     pytest.importorskip("keras")
-    from ig_airflow.artifacts import load_artifact, save_artifact
+    from ig_airflow.artifacts import load_artifact
     from ig_airflow.demo.keras_model import keras_from_torch, keras_input_spec
 
     torch_artifact = load_artifact(demo["artifact"])
-    meta = torch_artifact.metadata
-    save_artifact(
+    keras_uri = resave(
+        torch_artifact,
         keras_from_torch(torch_artifact.model),
-        str(tmp_path / "keras"),
-        inputs=keras_input_spec(meta.inputs),
-        output=meta.output,
-        calibration=meta.calibration,
-        baseline=meta.baseline,
+        tmp_path / "keras",
+        inputs=keras_input_spec(torch_artifact.metadata.inputs),
         custom_objects_module="ig_airflow.demo.keras_model",
     )
-    config = make_config(demo, rows_uri, tmp_path / "ray")
-    config = config.model_copy(
-        update={"model": config.model.model_copy(update={"uri": str(tmp_path / "keras")})}
-    )
+    config = make_config(demo, rows_uri, tmp_path / "ray", model_uri=keras_uri)
     manifest = run_explain_ray(config)
     assert manifest["artifact"]["framework"] == "tensorflow" and manifest["shards"]["computed"] == 4
-    run_explain(
-        config.model_copy(
-            update={"output": config.output.model_copy(update={"uri": str(tmp_path / "local")})}
-        )
-    )
+    run_explain(writing_to(config, tmp_path / "local"))
     assert_same(load(tmp_path / "ray"), load(tmp_path / "local"))
 
 
 def test_torch_export_artifact_on_ray_equals_state_dict_in_process(
     demo, rows_uri, in_process, tmp_path
 ) -> None:
-    from ig_airflow.artifacts import load_artifact, save_artifact
+    from ig_airflow.artifacts import load_artifact
 
     state_dict_artifact = load_artifact(demo["artifact"])
-    meta = state_dict_artifact.metadata
-    save_artifact(
+    exported_uri = resave(
+        state_dict_artifact,
         state_dict_artifact.model,
-        str(tmp_path / "exported"),
-        inputs=meta.inputs,
-        output=meta.output,
-        calibration=meta.calibration,
-        baseline=meta.baseline,
+        tmp_path / "exported",
+        inputs=state_dict_artifact.metadata.inputs,
         loader="torch_export",
     )
-    config = make_config(demo, rows_uri, tmp_path / "ray")
-    config = config.model_copy(
-        update={"model": config.model.model_copy(update={"uri": str(tmp_path / "exported")})}
-    )
-    manifest = run_explain_ray(config)
+    manifest = run_explain_ray(make_config(demo, rows_uri, tmp_path / "ray", model_uri=exported_uri))
     assert manifest["artifact"]["loader"] == "torch_export" and manifest["shards"]["computed"] == 4
     assert_same(load(tmp_path / "ray"), in_process)
 
 
 def test_layer_attributions_on_ray_equal_in_process(demo, rows_uri, tmp_path) -> None:
-    config = make_config(demo, rows_uri, tmp_path / "ray")
-    config = config.model_copy(update={"ig": config.ig.model_copy(update={"layer_attributions": ["mlp.1"]})})
+    config = make_config(demo, rows_uri, tmp_path / "ray", ig={"layer_attributions": ["mlp.1"]})
     run_explain_ray(config)
-    run_explain(
-        config.model_copy(
-            update={"output": config.output.model_copy(update={"uri": str(tmp_path / "local")})}
-        )
-    )
+    run_explain(writing_to(config, tmp_path / "local"))
     on_ray, local = load(tmp_path / "ray"), load(tmp_path / "local")
     layer_columns = [c for c in on_ray.columns if c.startswith("layer")]
     assert len(layer_columns) == 64 + 2 and list(on_ray.columns) == list(local.columns)
@@ -213,11 +207,7 @@ def test_empty_input_gives_an_empty_output_on_both_paths(demo, tmp_path) -> None
     pd.read_parquet(demo["test"]).head(0).to_parquet(tmp_path / "empty.parquet", index=False)
     config = make_config(demo, str(tmp_path / "empty.parquet"), tmp_path / "ray")
     assert run_explain_ray(config)["rows"]["explained"] == 0
-    run_explain(
-        config.model_copy(
-            update={"output": config.output.model_copy(update={"uri": str(tmp_path / "local")})}
-        )
-    )
+    run_explain(writing_to(config, tmp_path / "local"))
     ray_out = pd.read_parquet(tmp_path / "ray" / "attributions.parquet")
     local_out = pd.read_parquet(tmp_path / "local" / "attributions.parquet")
     assert len(ray_out) == len(local_out) == 0
