@@ -4,7 +4,7 @@ SHELL := /bin/bash
 VENV := .venv/bin
 OUT ?= demo_output
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test test-unit lint bench clean
 
 setup:
 	./scripts/setup.sh
@@ -15,9 +15,13 @@ demo: setup
 lint: setup
 	$(VENV)/ruff check .
 	$(VENV)/ruff format --check .
+	$(VENV)/lint-imports
 
 test: lint
 	$(VENV)/python -m pytest -q -ra
+
+test-unit: setup
+	$(VENV)/python -m pytest -q -ra tests/unit
 
 bench: setup
 	$(VENV)/python benchmarks/bench_ig_engine.py

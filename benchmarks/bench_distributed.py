@@ -52,7 +52,7 @@ def driver_rss(config_path: str) -> None:
     from _measure import peak_rss
 
     from ig_airflow.config import load_run_config
-    from ig_airflow.distributed import run_explain_ray
+    from ig_airflow.run.ray_runner import run_explain_ray
 
     config = load_run_config(config_path)
     before, peak, manifest = peak_rss(lambda: run_explain_ray(config))
@@ -73,8 +73,8 @@ def main() -> None:
 
     from ig_airflow.config import parse_run_config
     from ig_airflow.demo.prepare import prepare_demo
-    from ig_airflow.distributed import run_explain_ray
-    from ig_airflow.explain import run_explain
+    from ig_airflow.run.local import run_explain
+    from ig_airflow.run.ray_runner import run_explain_ray
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = prepare_demo(f"{tmp}/demo")

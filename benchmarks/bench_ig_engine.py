@@ -22,19 +22,20 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
 from _measure import interleaved_medians, peak_rss
 from captum.attr import LayerIntegratedGradients
 
-from ig_airflow.artifacts import ArtifactMetadata
-from ig_airflow.baselines import Baseline
+from ig_airflow.backends.torch.attribution import torch_attributor
+from ig_airflow.backends.torch.wrapper import TorchModelWrapper
 from ig_airflow.config import IGSection
+from ig_airflow.core.adaptive import adaptive_attributions as explain_rows
+from ig_airflow.core.baselines import Baseline
 from ig_airflow.demo.torch_model import TabularNet
-from ig_airflow.engine import explain_rows
-from ig_airflow.ig_torch import TorchIG
-from ig_airflow.model_wrapper import TorchModelWrapper
+from ig_airflow.spec import ArtifactMetadata
 
 N_NUM, N_CAT, VOCAB, DIM = 20, 6, 1000, 16
 
@@ -83,7 +84,7 @@ def main() -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     wrapper, baseline, numeric, categorical, meta = build()
     settings = IGSection(n_steps=args.steps, tolerance=None, memory_budget_mb=args.budget_mb)
-    ours = TorchIG(wrapper, baseline, settings)
+    ours = torch_attributor(wrapper, baseline, settings)
 
     def run_ours() -> None:
         ours.attribute(numeric, categorical, args.steps)
@@ -148,11 +149,11 @@ def main() -> None:
         tensorflow_report(wrapper, baseline, numeric, categorical, meta)
 
 
-def layer_report(ours: TorchIG, numeric, categorical, run_inputs: Callable[[], None]) -> None:
+def layer_report(ours: Any, numeric, categorical, run_inputs: Callable[[], None]) -> None:
     """Cost of attributing each unit of a hidden layer (ig.layer_attributions) against the
     input-level pass, and against plain Captum LayerIntegratedGradients on the same layer."""
     at_layer = ours.layer("mlp.1")
-    wrapper = ours.wrapper
+    wrapper = ours.adapter
     x_num, x_cat = wrapper.tensors(numeric, categorical)
     base = (ours.base_num.expand_as(x_num), ours.base_cat.expand_as(x_cat))
     captum_layer = LayerIntegratedGradients(wrapper, at_layer.layer)
@@ -181,7 +182,7 @@ def torch_export_report(wrapper, baseline, numeric, categorical, meta, run_eager
         save_artifact(wrapper.model, f"{tmp}/exported", inputs=meta.inputs, loader="torch_export")
         loaded = load_artifact(f"{tmp}/exported")
     settings = IGSection(n_steps=args.steps, tolerance=None, memory_budget_mb=args.budget_mb)
-    exported = TorchIG(TorchModelWrapper(loaded.model, loaded.metadata), baseline, settings)
+    exported = torch_attributor(TorchModelWrapper(loaded.model, loaded.metadata), baseline, settings)
     timed = interleaved_medians(
         {"eager": run_eager, "exported": lambda: exported.attribute(numeric, categorical, args.steps)},
         args.repeats,
@@ -196,13 +197,13 @@ def tensorflow_report(wrapper, baseline, numeric, categorical, meta) -> None:
     """The same model as Keras (weights copied): our TF engine vs the TF forward+gradient floor."""
     import tensorflow as tf
 
+    from ig_airflow.backends.keras import KerasBackend
     from ig_airflow.demo.keras_model import keras_from_torch, keras_input_spec
-    from ig_airflow.tf_backend import TensorFlowIG
 
     model = keras_from_torch(wrapper.model)
     tf_meta = meta.model_copy(update={"inputs": keras_input_spec(meta.inputs)})
     settings = IGSection(n_steps=args.steps, tolerance=None, memory_budget_mb=args.budget_mb)
-    ours = TensorFlowIG(model, tf_meta, baseline, settings)
+    ours = KerasBackend().attributor(model, tf_meta, baseline, settings)
     x_num = tf.constant(np.tile(numeric, (args.steps, 1)), tf.float32)
     x_cat = tf.constant(np.tile(categorical, (args.steps, 1)), tf.int32)
 
@@ -231,9 +232,9 @@ def adaptive_report() -> None:
     import pandas as pd
 
     from ig_airflow.artifacts import load_artifact
-    from ig_airflow.baselines import resolve_baseline
+    from ig_airflow.core.baselines import resolve_baseline
+    from ig_airflow.core.encoding import encode_rows
     from ig_airflow.demo.prepare import prepare_demo
-    from ig_airflow.model_wrapper import encode_rows
 
     with tempfile.TemporaryDirectory() as tmp:
         paths = prepare_demo(tmp)
@@ -244,7 +245,7 @@ def adaptive_report() -> None:
     wrapper = TorchModelWrapper(artifact.model, artifact.metadata)
     adaptive = IGSection(n_steps=32, tolerance=0.01, max_steps=1024)
     start = time.perf_counter()
-    result = explain_rows(TorchIG(wrapper, baseline, adaptive), numeric, categorical, adaptive)
+    result = explain_rows(torch_attributor(wrapper, baseline, adaptive), numeric, categorical, adaptive)
     seconds = time.perf_counter() - start
     coverage = result.converged.mean()
     n = len(rows)
@@ -255,7 +256,7 @@ def adaptive_report() -> None:
     )
     for steps in (32, 64, 128, 256, 512, 1024):
         settings = IGSection(n_steps=steps, max_steps=steps, tolerance=None)
-        fixed = explain_rows(TorchIG(wrapper, baseline, settings), numeric, categorical, settings)
+        fixed = explain_rows(torch_attributor(wrapper, baseline, settings), numeric, categorical, settings)
         change = fixed.prediction - fixed.baseline_prediction
         share = np.mean(np.abs(fixed.delta) <= 0.01 * np.abs(change) + adaptive.atol)
         print(f"  fixed {steps:5d} steps: {share:.2%} within tolerance, {n * steps} gradient evaluations")

@@ -18,9 +18,9 @@ import pandas as pd
 import pyarrow as pa
 from _measure import median_time, peak_rss
 
-from ig_airflow.aggregation import feature_summary
+from ig_airflow.analysis.aggregation import feature_summary
+from ig_airflow.analysis.drift import compare_runs
 from ig_airflow.config import DriftSection
-from ig_airflow.drift import compare_runs
 from ig_airflow.io import write_parquet
 
 

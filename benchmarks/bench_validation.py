@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ig_airflow.artifacts import InputSpec
 from ig_airflow.config import ValidationSection
+from ig_airflow.spec import InputSpec
 from ig_airflow.validation import validate_inputs
 
 

@@ -1,12 +1,12 @@
 """Model artifacts: a directory holding the model file(s) and ``ig_artifact.json``.
 
-The metadata says which framework and loader to use, the input spec (numeric columns;
-categorical columns with vocabularies, out-of-vocabulary index and embedding layer), the
-output to explain, an optional calibration, a default baseline and the sha256 of every file.
-Loading verifies every checksum. PyTorch models load as a state_dict with
-``torch.load(weights_only=True)`` into an importable class by default; ``torch.export``
-archives (``.pt2``, no class import, see :mod:`ig_airflow.torch_export`) and TorchScript are
-accepted; a fully pickled module loads only with ``allow_pickle=True``.
+The metadata (:mod:`ig_airflow.spec`) says which framework and loader read the model file, the
+input spec, the output to explain, an optional calibration, a default baseline and the sha256
+of every file. Loading verifies every checksum, then hands the file to the backend registered
+for the artifact's framework (:mod:`ig_airflow.core.backend`); saving asks each backend whether
+it owns the model object. PyTorch models are saved as a state_dict by default (loaded with
+``weights_only=True``); ``torch.export`` archives, TorchScript and Keras files are accepted; a
+fully pickled module loads only with ``allow_pickle=True``.
 
 Publishing from a retraining job is one call::
 
@@ -16,135 +16,21 @@ Publishing from a retraining job is one call::
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 import json
 import shutil
 import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ValidationError
 
 from ig_airflow.config import BaselineSection
+from ig_airflow.core.backend import FrameworkBackend, backend_for_model, get_backend
 from ig_airflow.exceptions import ArtifactError
 from ig_airflow.io import filesystem, sha256_file, sha256_json
-
-METADATA_FILE = "ig_artifact.json"
-FORMAT_VERSION = 1
-OOV_TOKEN = "<OOV>"  # a categorical value that maps to the feature's out-of-vocabulary index
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class NumericFeature(_Strict):
-    name: str
-    min: float | None = Field(None, description="Lowest valid value (validation range).")
-    max: float | None = Field(None, description="Highest valid value (validation range).")
-
-
-class CategoricalFeature(_Strict):
-    name: str
-    vocabulary: list[str] = Field(description="Known values; index order follows this list.")
-    oov_index: int = Field(0, ge=0, description="Embedding row for unseen values.")
-    embedding_layer: str = Field(description="Module path of the embedding this feature feeds.")
-
-    @model_validator(mode="after")
-    def _check(self) -> CategoricalFeature:
-        if len(set(self.vocabulary)) != len(self.vocabulary):
-            raise ValueError(f"vocabulary of {self.name!r} has duplicate values")
-        if self.oov_index > len(self.vocabulary):
-            raise ValueError(f"oov_index of {self.name!r} must be <= len(vocabulary)")
-        return self
-
-    def index_map(self) -> dict[str, int]:
-        """Value -> embedding index: known values fill the indices other than ``oov_index``."""
-        indices = [i for i in range(len(self.vocabulary) + 1) if i != self.oov_index]
-        mapping = dict(zip(self.vocabulary, indices, strict=True))
-        mapping[OOV_TOKEN] = self.oov_index
-        return mapping
-
-    @property
-    def cardinality(self) -> int:
-        return len(self.vocabulary) + 1
-
-
-class InputSpec(_Strict):
-    numeric: list[NumericFeature] = Field(default_factory=list)
-    categorical: list[CategoricalFeature] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _unique(self) -> InputSpec:
-        names = self.feature_names
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"feature names appear twice: {dupes}")
-        return self
-
-    @property
-    def feature_names(self) -> list[str]:
-        return [f.name for f in self.numeric] + [f.name for f in self.categorical]
-
-    @property
-    def numeric_names(self) -> list[str]:
-        return [f.name for f in self.numeric]
-
-    @property
-    def categorical_names(self) -> list[str]:
-        return [f.name for f in self.categorical]
-
-
-class OutputSpec(_Strict):
-    index: int = Field(0, ge=0, description="Column of the model output to explain.")
-    explain: Literal["logit", "probability"] = "probability"
-    link: Literal["sigmoid", "softmax"] = Field(
-        "sigmoid", description="Logits -> probability when explain=probability."
-    )
-
-
-class Calibration(_Strict):
-    method: Literal["none", "platt", "temperature"] = "none"
-    a: float = Field(1.0, description="Platt slope: p = sigmoid(a*z + b).")
-    b: float = Field(0.0, description="Platt intercept.")
-    temperature: float = Field(1.0, gt=0, description="p = softmax(z / T) (sigmoid for 1 logit).")
-
-
-class ArtifactMetadata(_Strict):
-    format_version: int = FORMAT_VERSION
-    framework: Literal["pytorch", "tensorflow"]
-    loader: Literal["state_dict", "torch_export", "torchscript", "pickle", "keras", "savedmodel"]
-    model_file: str
-    model_class: str | None = Field(None, description="'module:Class' for state_dict loading.")
-    model_kwargs: dict[str, Any] = Field(default_factory=dict)
-    custom_objects_module: str | None = Field(
-        None, description="Importable module that registers Keras custom layers."
-    )
-    inputs: InputSpec
-    output: OutputSpec = OutputSpec()
-    calibration: Calibration = Calibration()
-    baseline: BaselineSection = BaselineSection()
-    files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256")
-    created_at: str | None = None
-    extra: dict[str, Any] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _loader_matches(self) -> ArtifactMetadata:
-        allowed = {
-            "pytorch": {"state_dict", "torch_export", "torchscript", "pickle"},
-            "tensorflow": {"keras", "savedmodel"},
-        }[self.framework]
-        if self.loader not in allowed:
-            raise ValueError(f"loader {self.loader!r} is not valid for framework {self.framework!r}")
-        if self.loader == "state_dict" and not self.model_class:
-            raise ValueError("loader 'state_dict' needs model_class ('package.module:Class')")
-        return self
-
-    def checksum(self) -> str:
-        """One hash over all file checksums and the metadata that changes attributions."""
-        return sha256_json(self.model_dump(mode="json", exclude={"created_at"}))
+from ig_airflow.spec import METADATA_FILE, ArtifactMetadata, Calibration, InputSpec, OutputSpec
 
 
 @dataclass
@@ -160,19 +46,10 @@ class LoadedArtifact:
     def checksum(self) -> str:
         return self.metadata.checksum()
 
-
-def import_object(ref: str) -> Any:
-    """Import ``'package.module:Name'`` (or ``package.module.Name``)."""
-    module_name, sep, attr = ref.partition(":")
-    if not sep:
-        module_name, _, attr = ref.rpartition(".")
-    try:
-        obj: Any = importlib.import_module(module_name)
-        for part in attr.split("."):
-            obj = getattr(obj, part)
-    except (ImportError, AttributeError) as exc:
-        raise ArtifactError(f"cannot import {ref!r}: {exc}") from None
-    return obj
+    @property
+    def backend(self) -> FrameworkBackend:
+        """The backend of the artifact's framework."""
+        return get_backend(self.metadata.framework)
 
 
 def read_metadata(uri: str) -> ArtifactMetadata:
@@ -187,10 +64,17 @@ def read_metadata(uri: str) -> ArtifactMetadata:
         except json.JSONDecodeError as exc:
             raise ArtifactError(f"{uri}/{METADATA_FILE}: invalid JSON: {exc}") from None
     try:
-        return ArtifactMetadata.model_validate(raw)
+        metadata = ArtifactMetadata.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ArtifactError(f"{uri}/{METADATA_FILE}: {problems}") from None
+    loaders = get_backend(metadata.framework).loaders
+    if metadata.loader not in loaders:
+        raise ArtifactError(
+            f"{uri}/{METADATA_FILE}: loader {metadata.loader!r} is not valid for framework "
+            f"{metadata.framework!r} (one of {list(loaders)})"
+        )
+    return metadata
 
 
 def _localise(uri: str) -> Path:
@@ -233,45 +117,8 @@ def load_artifact(uri: str, allow_pickle: bool = False) -> LoadedArtifact:
     metadata = read_metadata(uri)
     local_dir = _localise(uri)
     verify_checksums(local_dir, metadata, uri)
-    model_path = local_dir / metadata.model_file
-    if metadata.framework == "pytorch":
-        model = _load_torch(model_path, metadata, allow_pickle, uri)
-    else:
-        from ig_airflow.tf_backend import load_tf_model
-
-        model = load_tf_model(model_path, metadata, uri)
+    model = get_backend(metadata.framework).load(local_dir / metadata.model_file, metadata, allow_pickle, uri)
     return LoadedArtifact(uri=str(uri), metadata=metadata, model=model, local_dir=local_dir)
-
-
-def _load_torch(path: Path, metadata: ArtifactMetadata, allow_pickle: bool, uri: str) -> Any:
-    import torch
-
-    if metadata.loader == "pickle":
-        if not allow_pickle:
-            raise ArtifactError(
-                f"{uri}: the model is a pickled module, which runs arbitrary code when loaded; "
-                "set model.allow_pickle: true in the run config only if you trust its source"
-            )
-        model = torch.load(path, map_location="cpu", weights_only=False)
-    elif metadata.loader == "torch_export":
-        from ig_airflow.torch_export import load_exported
-
-        model = load_exported(path, allow_pickle, uri)
-    elif metadata.loader == "torchscript":
-        model = torch.jit.load(str(path), map_location="cpu")
-    else:
-        cls = import_object(metadata.model_class or "")
-        model = cls(**metadata.model_kwargs)
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - torch raises several types here
-            raise ArtifactError(f"{uri}: cannot load state_dict {path.name}: {exc}") from None
-        try:
-            model.load_state_dict(state, strict=True)
-        except RuntimeError as exc:
-            raise ArtifactError(f"{uri}: state_dict does not fit {metadata.model_class}: {exc}") from None
-    model.eval()
-    return model
 
 
 def save_artifact(
@@ -297,22 +144,21 @@ def save_artifact(
     with a dynamic batch dimension to a pickle-free ``.pt2`` archive (an ``ExportedProgram`` is
     saved as it is); ``loader="torchscript"`` scripts the model; ``loader="pickle"`` pickles the
     whole module (loads only with ``allow_pickle``).
-    Keras models are saved as ``.keras`` (see :mod:`ig_airflow.tf_backend`).
+    Keras models are saved as ``.keras`` (see :mod:`ig_airflow.backends.keras`).
     """
     spec = InputSpec.model_validate(inputs)
     staging = Path(tempfile.mkdtemp(prefix="ig_artifact_save_"))
     try:
-        framework, loader, model_file, model_class = _write_model_file(
-            model, staging, loader, model_class, spec
-        )
+        backend = backend_for_model(model)
+        saved = backend.save(model, staging, spec, loader, model_class)
         files = {
             p.name: (sha256_file(p) if p.is_file() else _sha256_dir(p)) for p in sorted(staging.iterdir())
         }
         metadata = ArtifactMetadata(
-            framework=framework,
-            loader=loader,
-            model_file=model_file,
-            model_class=model_class,
+            framework=backend.name,
+            loader=saved.loader,
+            model_file=saved.model_file,
+            model_class=saved.model_class,
             model_kwargs=model_kwargs or {},
             custom_objects_module=custom_objects_module,
             inputs=spec,
@@ -330,51 +176,6 @@ def save_artifact(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metadata
-
-
-def _write_model_file(
-    model: Any, staging: Path, loader: str | None, model_class: str | None, spec: InputSpec
-) -> tuple[str, str, str, str | None]:
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - TensorFlow-only install
-        torch = None
-    if torch is not None and isinstance(model, torch.export.ExportedProgram):
-        if loader not in (None, "torch_export"):
-            raise ArtifactError(f"an ExportedProgram is saved with loader 'torch_export', not {loader!r}")
-        torch.export.save(model, staging / "model.pt2")
-        return "pytorch", "torch_export", "model.pt2", None
-    if torch is not None and isinstance(model, torch.nn.Module):
-        loader = loader or "state_dict"
-        if loader == "state_dict":
-            model_class = model_class or f"{type(model).__module__}:{type(model).__qualname__}"
-            torch.save(model.state_dict(), staging / "model.pt")
-            return "pytorch", loader, "model.pt", model_class
-        if loader == "torch_export":
-            from ig_airflow.torch_export import export_model
-
-            torch.export.save(export_model(model, spec), staging / "model.pt2")
-            return "pytorch", loader, "model.pt2", None
-        if loader == "torchscript":
-            scripted = model
-            if not isinstance(model, torch.jit.ScriptModule):
-                try:
-                    scripted = torch.jit.script(model)
-                except Exception as exc:  # noqa: BLE001 - TorchScript raises many types
-                    raise ArtifactError(
-                        f"cannot script {type(model).__name__} ({type(exc).__name__}); "
-                        "pass a torch.jit.trace()d module instead"
-                    ) from None
-            scripted.save(str(staging / "model.ts.pt"))
-            return "pytorch", loader, "model.ts.pt", None
-        if loader == "pickle":
-            torch.save(model, staging / "model.pkl.pt")
-            return "pytorch", loader, "model.pkl.pt", None
-        raise ArtifactError(f"unknown PyTorch loader {loader!r}")
-    from ig_airflow.tf_backend import write_tf_model
-
-    loader, model_file = write_tf_model(model, staging, loader)
-    return "tensorflow", loader, model_file, None
 
 
 def _publish_dir(staging: Path, uri: str, overwrite: bool) -> None:

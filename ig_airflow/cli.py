@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import logging
 import sys
+from typing import Any
 
 from ig_airflow.exceptions import IGAirflowError
 
@@ -77,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument("--top", type=int, default=10, help="features to show (default: 10; 0: all)")
     why.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    _add_demo_parser(sub)
+    return parser
+
+
+def _add_demo_parser(sub: Any) -> None:
     demo = sub.add_parser("demo", help="demo data and model (UCI Adult)")
     demo_sub = demo.add_subparsers(dest="demo_command", required=True)
     prepare = demo_sub.add_parser(
@@ -91,7 +97,6 @@ def build_parser() -> argparse.ArgumentParser:
         default="state_dict",
         help="how the PyTorch model is saved: state_dict (default) or a pickle-free torch.export archive",
     )
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "explain":
             from ig_airflow.config import load_run_config
-            from ig_airflow.pipeline import run_ig
+            from ig_airflow.run.pipeline import run_ig
 
             config = load_run_config(args.config, _template_vars(args.set))
             manifest = run_ig(config)
@@ -118,13 +123,13 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: report[k] for k in ("rows", "mapped", "outputs")}, indent=2))
         elif args.command == "run":
             from ig_airflow.config import load_run_config
-            from ig_airflow.pipeline import run_pipeline
+            from ig_airflow.run.pipeline import run_pipeline
 
             manifest = run_pipeline(load_run_config(args.config, _template_vars(args.set)))
             keys = ("outputs", "rows", "validation", "completeness", "timing")
             print(json.dumps({k: manifest.get(k) for k in keys}, indent=2))
         elif args.command == "why":
-            from ig_airflow.row_explanation import explain_prediction
+            from ig_airflow.analysis.row_explanation import explain_prediction
 
             explanation = explain_prediction(args.run, _row_ids(args.id))
             top = args.top or None

@@ -38,18 +38,20 @@ from ig_airflow.io import sha256_json
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """Base of every settings and metadata model: unknown keys are errors, values are frozen."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ModelSection(_Strict):
+class ModelSection(StrictModel):
     uri: str = Field(description="Directory (local path or fsspec URI) of the model artifact.")
     allow_pickle: bool = Field(
         False, description="Allow loading a fully pickled model (executes arbitrary code)."
     )
 
 
-class DataSection(_Strict):
+class DataSection(StrictModel):
     input_uri: str = Field(description="Parquet file of rows to explain.")
     id_columns: list[str] = Field(
         default_factory=list, description="Columns copied unchanged into the output."
@@ -59,7 +61,7 @@ class DataSection(_Strict):
     )
 
 
-class BaselineSection(_Strict):
+class BaselineSection(StrictModel):
     numeric: Literal["zero", "mean", "median", "manual"] = "zero"
     categorical: Literal["oov", "most_frequent", "manual"] = "oov"
     values: dict[str, float | int | str] = Field(
@@ -69,7 +71,7 @@ class BaselineSection(_Strict):
     )
 
 
-class IGSection(_Strict):
+class IGSection(StrictModel):
     engine: Literal["vectorized", "captum"] = Field(
         "vectorized", description="vectorized: our batched engine; captum: reference backend."
     )
@@ -114,7 +116,7 @@ class IGSection(_Strict):
 Policy = Literal["fail", "skip", "map_to_default"]
 
 
-class ValidationSection(_Strict):
+class ValidationSection(StrictModel):
     """Input validation (Great Expectations) before IG; see :mod:`ig_airflow.validation`."""
 
     enabled: bool = True
@@ -141,8 +143,8 @@ class ValidationSection(_Strict):
     data_docs: bool = True
 
 
-class RaySection(_Strict):
-    """Where and how the IG stage runs on Ray; see :mod:`ig_airflow.distributed`."""
+class RaySection(StrictModel):
+    """Where and how the IG stage runs on Ray; see :mod:`ig_airflow.run.ray_runner`."""
 
     enabled: bool = Field(True, description="Run IG on Ray (false: in the calling process).")
     address: str | None = Field(
@@ -160,8 +162,8 @@ class RaySection(_Strict):
     max_shard_attempts: int = Field(2, ge=1, description="Fresh workers tried for a shard before failing.")
 
 
-class DriftSection(_Strict):
-    """Attribution drift against a reference run; see :mod:`ig_airflow.drift`."""
+class DriftSection(StrictModel):
+    """Attribution drift against a reference run; see :mod:`ig_airflow.analysis.drift`."""
 
     reference_uri: str | None = Field(
         None,
@@ -188,11 +190,11 @@ class DriftSection(_Strict):
     )
 
 
-class OutputSection(_Strict):
+class OutputSection(StrictModel):
     uri: str = Field(description="Directory for attributions.parquet and manifest.json.")
 
 
-class RunConfig(_Strict):
+class RunConfig(StrictModel):
     model: ModelSection
     data: DataSection
     baseline: BaselineSection | None = Field(None, description="Default: the artifact's baseline.")

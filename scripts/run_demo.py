@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ig_airflow.demo.airflow_local import airflow_env, dag_test, run_airflow
+from ig_airflow.layout import RunLayout
+from ig_airflow.testing.airflow_local import airflow_env, dag_test, run_airflow
+
+DAGS = Path(__file__).resolve().parent.parent / "dags"  # this checkout's example DAGs
 
 
 def main() -> int:
@@ -29,7 +32,7 @@ def main() -> int:
     parser.add_argument("--date", default=dt.date.today().isoformat())
     args = parser.parse_args()
     out = Path(args.out).resolve()
-    env = airflow_env(out)
+    env = airflow_env(out, DAGS)
     migrated = run_airflow(["db", "migrate"], env)
     if migrated.returncode:
         print(migrated.stdout[-3000:], migrated.stderr[-3000:], file=sys.stderr)
@@ -43,10 +46,11 @@ def main() -> int:
             print(f"{dag_id} failed; full log: {out / f'{dag_id}.log'}", file=sys.stderr)
             return 1
     run = out / "runs" / "explain" / f"ds={args.date}"
-    manifest = json.loads((run / "manifest.json").read_text())
-    validation = json.loads((run / "validation" / "report.json").read_text())
-    summary = json.loads((run / "summary" / "summary.json").read_text())
-    drift = json.loads((run / "drift" / "drift.json").read_text())
+    layout = RunLayout(str(run))
+    manifest = json.loads(Path(layout.manifest).read_text())
+    validation = json.loads(Path(layout.validation.report).read_text())
+    summary = json.loads(Path(layout.summary.json).read_text())
+    drift = json.loads(Path(layout.drift.json).read_text())
     print(
         json.dumps(
             {
@@ -61,7 +65,7 @@ def main() -> int:
             indent=2,
         )
     )
-    from ig_airflow.row_explanation import explain_prediction
+    from ig_airflow import explain_prediction
 
     first_id = pq.read_table(manifest["outputs"]["attributions"], columns=["row_id"]).column(0)[0].as_py()
     print(f"\nwhy did the model decide this? `ig-airflow why {run} --id {first_id}`:")

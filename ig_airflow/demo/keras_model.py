@@ -12,7 +12,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from ig_airflow.artifacts import InputSpec
+from ig_airflow.spec import InputSpec
 
 
 @keras.saving.register_keras_serializable(package="ig_airflow")
@@ -91,7 +91,7 @@ def train_tabular_keras(
     hidden: Sequence[int] = (64, 32),
 ) -> keras.Model:
     """Train the Keras twin on ``frame`` (binary cross-entropy on the logit)."""
-    from ig_airflow.model_wrapper import encode_rows
+    from ig_airflow.core.encoding import encode_rows
 
     keras.utils.set_random_seed(seed)
     numeric, categorical = encode_rows(frame, spec)

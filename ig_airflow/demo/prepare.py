@@ -57,8 +57,8 @@ def train_demo_torch(
     artifact (``loader``: ``state_dict`` or ``torch_export``); returns its metadata as a dict."""
     import torch
 
+    from ig_airflow.core.encoding import encode_rows
     from ig_airflow.demo.torch_model import fit_platt, input_spec_from_frame, train_tabular_net
-    from ig_airflow.model_wrapper import encode_rows
 
     spec = input_spec_from_frame(train, NUMERIC, CATEGORICAL)
     rng = np.random.default_rng(seed)
@@ -88,9 +88,9 @@ def train_demo_torch(
 def train_demo_keras(train: pd.DataFrame, artifact_dir: Path, seed: int = 0, epochs: int = 4) -> dict:
     """Train the Keras twin of the demo model and save it as a ``.keras`` artifact (custom
     layer registered by ``ig_airflow.demo.keras_model``), Platt-calibrated like the PyTorch one."""
+    from ig_airflow.core.encoding import encode_rows
     from ig_airflow.demo.keras_model import keras_input_spec, train_tabular_keras
     from ig_airflow.demo.torch_model import fit_platt, input_spec_from_frame
-    from ig_airflow.model_wrapper import encode_rows
 
     spec = keras_input_spec(input_spec_from_frame(train, NUMERIC, CATEGORICAL))
     holdout = np.random.default_rng(seed).random(len(train)) < 0.2

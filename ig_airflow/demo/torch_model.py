@@ -10,7 +10,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from ig_airflow.artifacts import CategoricalFeature, InputSpec, NumericFeature
+from ig_airflow.spec import CategoricalFeature, InputSpec, NumericFeature
 
 
 class TabularNet(nn.Module):
@@ -87,7 +87,7 @@ def train_tabular_net(
 ) -> tuple[TabularNet, dict]:
     """Train :class:`TabularNet` with Adam on binary cross-entropy; returns the model and its
     constructor kwargs (what ``save_artifact`` needs)."""
-    from ig_airflow.model_wrapper import encode_rows
+    from ig_airflow.core.encoding import encode_rows
 
     torch.manual_seed(seed)
     kwargs = {

@@ -17,17 +17,17 @@ class AggregateAttributionsOperator(IGStageOperator):
     """
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from ig_airflow.aggregation import summarise_run
+        from ig_airflow.analysis.aggregation import summarise_run
         from ig_airflow.artifacts import read_metadata
-        from ig_airflow.io import join_uri
-        from ig_airflow.validation import validated_uri
+        from ig_airflow.layout import RunLayout
 
         config = self.run_config(context)
+        layout = RunLayout.of(config)
         spec = read_metadata(config.model.uri).inputs
-        inputs = validated_uri(config) if config.validation.enabled else config.data.input_uri
+        inputs = layout.validation.validated if config.validation.enabled else config.data.input_uri
         return summarise_run(
-            join_uri(config.output.uri, "attributions.parquet"),
-            join_uri(config.output.uri, "summary"),
+            layout.attributions,
+            layout.summary.root,
             inputs_uri=inputs,
             categorical=spec.categorical_names,
             id_columns=config.data.id_columns,

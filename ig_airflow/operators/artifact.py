@@ -21,10 +21,7 @@ class LoadModelArtifactOperator(IGStageOperator):
 
         config = self.run_config(context)
         artifact = load_artifact(config.model.uri, allow_pickle=config.model.allow_pickle)
-        if artifact.metadata.framework == "pytorch":
-            from ig_airflow.model_wrapper import TorchModelWrapper
-
-            TorchModelWrapper(artifact.model, artifact.metadata)  # resolves the embedding layers
+        artifact.backend.check(artifact.model, artifact.metadata)  # resolves the embedding layers
         self.log.info("artifact %s verified (%s)", config.model.uri, artifact.checksum)
         return {
             "model_uri": config.model.uri,

@@ -21,12 +21,11 @@ class ComputeAttributionsOperator(IGStageOperator):
     """
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from ig_airflow.pipeline import run_ig, validated_config
-        from ig_airflow.validation import validated_uri
+        from ig_airflow.run.pipeline import run_ig, validated_config
 
         config = self.run_config(context)
         if config.validation.enabled:
-            config = validated_config(config, validated_uri(config))
+            config = validated_config(config)
         manifest = run_ig(config)
         result = {
             "attributions": manifest["outputs"]["attributions"],

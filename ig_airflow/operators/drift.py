@@ -22,16 +22,17 @@ class SummariseDriftOperator(IGStageOperator):
     """
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from ig_airflow.drift import summarise_drift
-        from ig_airflow.io import join_uri
-        from ig_airflow.report import build_report
+        from ig_airflow.analysis.drift import summarise_drift
+        from ig_airflow.analysis.report import build_report
+        from ig_airflow.layout import RunLayout
 
         config = self.run_config(context)
+        layout = RunLayout.of(config)
         run_key = config.drift.run_key or context_run_key(context)
         try:
             result = summarise_drift(
-                join_uri(config.output.uri, "attributions.parquet"),
-                join_uri(config.output.uri, "drift"),
+                layout.attributions,
+                layout.drift.root,
                 config.drift,
                 run_key,
             )
@@ -49,7 +50,7 @@ class SummariseDriftOperator(IGStageOperator):
             "alert": bool(result["alerts"]),
             "alerts": [f"{a['metric']}:{','.join(a['features'])}" for a in result["alerts"]],
             "ndcg_at_k": result.get("ndcg_at_k"),
-            "drift": join_uri(config.output.uri, "drift", "drift.json"),
+            "drift": layout.drift.json,
             "run_key": run_key,
         }
 

@@ -1,0 +1,64 @@
+"""The TensorFlow / Keras 3 :class:`~ig_airflow.core.backend.FrameworkBackend`.
+
+This module imports no tensorflow: the registry can name and list it cheaply. Its methods
+import the backend's modules, which need tensorflow and keras
+(``pip install 'ig-airflow[tensorflow]'``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ig_airflow.backends import require_framework
+
+if TYPE_CHECKING:
+    from ig_airflow.config import IGSection
+    from ig_airflow.core.backend import Attributor, SavedModelFile
+    from ig_airflow.core.baselines import Baseline
+    from ig_airflow.spec import ArtifactMetadata, InputSpec
+
+
+class KerasBackend:
+    """Keras models (``.keras`` files, or numeric-only SavedModels), IG by the vectorised
+    engine with ``tf.GradientTape`` (``ig.engine`` has no Captum counterpart here)."""
+
+    name = "tensorflow"
+    loaders = ("keras", "savedmodel")
+
+    def owns(self, model: Any) -> bool:
+        keras = sys.modules.get("keras")  # a Keras model means keras is imported already
+        return keras is not None and isinstance(model, keras.Model)
+
+    def save(
+        self, model: Any, directory: Path, spec: InputSpec, loader: str | None, model_class: str | None
+    ) -> SavedModelFile:
+        from ig_airflow.backends.keras.artifact_io import save_keras_model
+
+        return save_keras_model(model, directory, loader)
+
+    def load(self, path: Path, metadata: ArtifactMetadata, allow_pickle: bool, uri: str) -> Any:
+        require_framework("tensorflow", "tensorflow")
+        from ig_airflow.backends.keras.artifact_io import load_keras_model
+
+        return load_keras_model(path, metadata, uri)
+
+    def check(self, model: Any, metadata: ArtifactMetadata) -> None:
+        from ig_airflow.backends.keras.adapter import KerasModelAdapter
+
+        KerasModelAdapter(model, metadata)  # resolves the embedding layers
+
+    def attributor(
+        self, model: Any, metadata: ArtifactMetadata, baseline: Baseline, settings: IGSection
+    ) -> Attributor:
+        from ig_airflow.backends.keras.adapter import KerasModelAdapter
+        from ig_airflow.core.attribution import InputAttributor
+
+        return InputAttributor(KerasModelAdapter(model, metadata, settings.dtype), baseline, settings)
+
+    def limit_threads(self, threads: int) -> None:
+        tf = require_framework("tensorflow", "tensorflow")
+        with contextlib.suppress(RuntimeError):  # only before TF's runtime starts
+            tf.config.threading.set_intra_op_parallelism_threads(max(1, threads))

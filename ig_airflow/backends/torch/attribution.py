@@ -1,0 +1,81 @@
+"""PyTorch specifics of IG: the device, and Captum as the reference engine (``ig.engine:
+captum``). The vectorised engine itself is framework-neutral
+(:mod:`ig_airflow.core.attribution`); Captum runs through the same model wrapper and layer
+hooks, so both engines explain the same function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ig_airflow.config import IGSection
+from ig_airflow.core.attribution import InputAttributor, LayerAttributor
+from ig_airflow.exceptions import ConfigError
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("ig.device: cuda requested but torch.cuda.is_available() is False")
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(setting)
+
+
+def require_captum_method(settings: IGSection) -> None:
+    if settings.method == "trapezoid":
+        raise ConfigError("ig.method: the captum engine has no correct trapezoid rule; use gausslegendre")
+
+
+class CaptumAttributor(InputAttributor):
+    """The same attributions computed by plain Captum ``IntegratedGradients`` (inputs and
+    embedding outputs) and ``LayerIntegratedGradients`` (hidden layers)."""
+
+    def _captum_batch(self, n_rows: int) -> int:
+        return max(n_rows, (self.internal_batch_size // n_rows) * n_rows)
+
+    def input_integrals(
+        self, values: list[Any], bases: list[Any], x_cat: Any, n_steps: int
+    ) -> list[np.ndarray]:
+        from captum.attr import IntegratedGradients
+
+        require_captum_method(self.settings)
+        n_rows = len(values[0])
+
+        def forward(numeric: torch.Tensor, *layer_values: torch.Tensor) -> torch.Tensor:
+            categories = x_cat.repeat(max(1, len(numeric) // n_rows), 1)
+            with self.adapter.substitute(self.layers, layer_values):
+                return self.adapter(numeric, categories)
+
+        result = IntegratedGradients(forward, multiply_by_inputs=False).attribute(
+            tuple(values),
+            baselines=tuple(b.expand_as(v) for b, v in zip(bases, values, strict=True)),
+            n_steps=n_steps,
+            method=self.settings.method,
+            internal_batch_size=self._captum_batch(n_rows),
+        )
+        return [self.ops.numpy(part) for part in result]
+
+    def layer_integrals(
+        self, layer: LayerAttributor, x_num: Any, x_cat: Any, activation: Any, n_steps: int
+    ) -> np.ndarray:
+        from captum.attr import LayerIntegratedGradients
+
+        require_captum_method(self.settings)
+        layer_ig = LayerIntegratedGradients(self.adapter, layer.layer, multiply_by_inputs=False)
+        result = layer_ig.attribute(
+            (x_num, x_cat),
+            baselines=(self.base_num.expand_as(x_num), self.base_cat.expand_as(x_cat)),
+            n_steps=n_steps,
+            method=self.settings.method,
+            internal_batch_size=self._captum_batch(len(x_num)),
+        )
+        return self.ops.numpy(result)
+
+
+def torch_attributor(wrapper: Any, baseline: Any, settings: IGSection) -> InputAttributor:
+    """The attributor ``ig.engine`` names: the vectorised one, or Captum."""
+    engine = CaptumAttributor if settings.engine == "captum" else InputAttributor
+    return engine(wrapper, baseline, settings)

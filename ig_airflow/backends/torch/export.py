@@ -1,0 +1,89 @@
+"""PyTorch models as ``torch.export`` archives (``.pt2``): self-contained and free of pickle.
+
+A ``.pt2`` archive holds the traced graph as JSON and the weights as raw tensor bytes, so it
+loads without importing the model's class. It replaces TorchScript, which torch 2.13
+deprecates. The graph is *unflattened* on load (:func:`torch.export.unflatten`): the
+submodule hierarchy of the original model comes back, so forward hooks on embedding layers,
+and with them layer attributions, work as on the eager model.
+
+``torch.export.load`` itself unpickles some members (weights or constants flagged
+``use_pickle``, custom and opaque objects, and any ``.pt`` member that ``weights_only``
+loading rejects). :func:`pickled_members` finds those members before anything is loaded; an
+archive with any of them loads only with ``allow_pickle``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ig_airflow.exceptions import ArtifactError
+from ig_airflow.spec import InputSpec
+
+EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1; a batch of 2 stays dynamic
+
+
+def export_model(model: torch.nn.Module, spec: InputSpec) -> torch.export.ExportedProgram:
+    """Export ``model(x_num, x_cat)`` with a dynamic batch dimension.
+
+    The example inputs are zeros of the spec's widths (index 0 for every categorical feature,
+    which every vocabulary has).
+    """
+    example = (
+        torch.zeros(EXAMPLE_BATCH, len(spec.numeric), dtype=torch.float32),
+        torch.zeros(EXAMPLE_BATCH, len(spec.categorical), dtype=torch.long),
+    )
+    batch = torch.export.Dim("batch")
+    try:
+        return torch.export.export(model.eval(), example, dynamic_shapes=({0: batch}, {0: batch}))
+    except Exception as exc:  # noqa: BLE001 - torch.export raises many types
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise ArtifactError(
+            f"cannot torch.export {type(model).__name__} with inputs x_num [batch, {len(spec.numeric)}], "
+            f"x_cat [batch, {len(spec.categorical)}] ({type(exc).__name__}: {first_line}); "
+            "save it as a state_dict instead"
+        ) from None
+
+
+def pickled_members(path: Path) -> list[str]:
+    """Names of the archive members that ``torch.export.load`` would unpickle."""
+    found: list[str] = []
+    with zipfile.ZipFile(path) as archive:
+        for name in archive.namelist():
+            if name.endswith("_config.json") and "/data/" in name:
+                config = json.loads(archive.read(name)).get("config", {})
+                for fqn, payload in config.items():
+                    prefix = str(payload.get("path_name", ""))
+                    if payload.get("use_pickle") or prefix.startswith(("custom_obj", "opaque_obj")):
+                        found.append(f"{name}: {fqn}")
+            elif name.endswith(".pt"):
+                try:
+                    torch.load(io.BytesIO(archive.read(name)), map_location="cpu", weights_only=True)
+                except Exception:  # noqa: BLE001 - any refusal means it needs full unpickling
+                    found.append(name)
+    return found
+
+
+def load_exported(path: Path, allow_pickle: bool, uri: str) -> torch.nn.Module:
+    """Load a ``.pt2`` archive as an unflattened module (the original submodule names)."""
+    try:
+        unsafe = pickled_members(path)
+    except (zipfile.BadZipFile, json.JSONDecodeError, KeyError) as exc:
+        raise ArtifactError(f"{uri}: {path.name} is not a torch.export archive ({exc})") from None
+    if unsafe and not allow_pickle:
+        raise ArtifactError(
+            f"{uri}: {path.name} holds pickled members, which run arbitrary code when loaded "
+            f"({', '.join(unsafe[:3])}); set model.allow_pickle: true in the run config only if you "
+            "trust its source"
+        )
+    try:
+        program = torch.export.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - the deserializer raises many types
+        raise ArtifactError(f"{uri}: cannot load {path.name}: {type(exc).__name__}: {exc}") from None
+    module: Any = torch.export.unflatten(program)
+    return module

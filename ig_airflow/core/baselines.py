@@ -1,0 +1,82 @@
+"""IG baselines: zero, mean, median (from a reference Parquet) and manual values.
+
+Numeric baselines are values in the input space; categorical baselines are embedding
+indices (the out-of-vocabulary row, the most frequent category, or a named value), so the
+embedding-layer attribution integrates from that category's vector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow.compute as pc
+
+from ig_airflow.config import BaselineSection
+from ig_airflow.exceptions import ConfigError
+from ig_airflow.io import read_parquet
+from ig_airflow.spec import OOV_TOKEN, InputSpec
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """A resolved baseline row."""
+
+    numeric: np.ndarray  # float64 [n_numeric]
+    categorical: np.ndarray  # int64 [n_categorical]
+    values: dict[str, float | str] = field(default_factory=dict)  # feature -> human value
+
+
+def resolve_baseline(spec: InputSpec, config: BaselineSection, reference_uri: str | None = None) -> Baseline:
+    """Compute the baseline row for ``spec`` under ``config``."""
+    unknown = sorted(set(config.values) - set(spec.feature_names))
+    if unknown:
+        raise ConfigError(f"baseline.values: unknown feature(s) {unknown}; features: {spec.feature_names}")
+    needs_reference = config.numeric in ("mean", "median") or config.categorical == "most_frequent"
+    reference = None
+    if needs_reference:
+        if not reference_uri:
+            raise ConfigError(
+                f"baseline: numeric={config.numeric!r}, categorical={config.categorical!r} need "
+                "data.reference_uri (a Parquet of reference rows)"
+            )
+        columns = (spec.numeric_names if config.numeric in ("mean", "median") else []) + (
+            spec.categorical_names if config.categorical == "most_frequent" else []
+        )
+        reference = read_parquet(reference_uri, columns=columns)
+
+    numeric = np.zeros(len(spec.numeric), dtype=np.float64)
+    values: dict[str, float | str] = {}
+    for j, feat in enumerate(spec.numeric):
+        if feat.name in config.values:
+            value = config.values[feat.name]
+            if not isinstance(value, int | float):
+                raise ConfigError(f"baseline.values.{feat.name}: numeric feature needs a number")
+            numeric[j] = float(value)
+        elif config.numeric == "manual":
+            raise ConfigError(f"baseline.values.{feat.name}: required when baseline.numeric is manual")
+        elif config.numeric in ("mean", "median"):
+            column = pc.cast(reference[feat.name], "float64").to_numpy(zero_copy_only=False)
+            column = column[np.isfinite(column)]
+            numeric[j] = float(np.mean(column) if config.numeric == "mean" else np.median(column))
+        values[feat.name] = float(numeric[j])
+
+    categorical = np.zeros(len(spec.categorical), dtype=np.int64)
+    for j, feat in enumerate(spec.categorical):
+        mapping = feat.index_map()
+        if feat.name in config.values:
+            value = str(config.values[feat.name])
+        elif config.categorical == "manual":
+            raise ConfigError(f"baseline.values.{feat.name}: required when baseline.categorical is manual")
+        elif config.categorical == "most_frequent":
+            counts = pd.Series(reference[feat.name].to_pandas()).astype("object")
+            counts = counts[counts.isin(feat.vocabulary)].value_counts()
+            value = str(counts.index[0]) if len(counts) else OOV_TOKEN
+        else:
+            value = OOV_TOKEN
+        if value not in mapping:
+            raise ConfigError(f"baseline.values.{feat.name}: {value!r} is not in the vocabulary")
+        categorical[j] = mapping[value]
+        values[feat.name] = value
+    return Baseline(numeric=numeric, categorical=categorical, values=values)

@@ -1,0 +1,145 @@
+"""Every path inside a run folder, in one place: callers ask ``layout.attributions`` or
+``layout.summary.feature``, never join strings.
+
+::
+
+    <run>/attributions.parquet       the IG output table (ig_airflow.results)
+    <run>/manifest.json              hashes, counts, completeness, timing
+    <run>/shards/part-NNNNN.parquet  Ray shards (+ part-NNNNN.json records)
+    <run>/validation/                validated.parquet, quarantine.parquet, gx_result.json,
+                                     report.json, data_docs/index.html
+    <run>/summary/                   feature_, category_, layer_summary.parquet, summary.json
+    <run>/drift/                     drift.json, drift_features.parquet
+    <run>/report/                    report.html and its images
+
+The validation folder moves where ``validation.output_uri`` says. Each stage's folder has its
+own layout class, so a stage called on a bare folder (``summarise_run(..., "out/summary")``)
+names its files the same way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ig_airflow.config import RunConfig
+from ig_airflow.io import join_uri
+
+
+@dataclass(frozen=True)
+class _Folder:
+    root: str
+
+    def _at(self, *parts: str) -> str:
+        return join_uri(self.root, *parts)
+
+
+class ValidationLayout(_Folder):
+    """The files the validation stage writes."""
+
+    @property
+    def validated(self) -> str:
+        return self._at("validated.parquet")
+
+    @property
+    def quarantine(self) -> str:
+        return self._at("quarantine.parquet")
+
+    @property
+    def gx_result(self) -> str:
+        return self._at("gx_result.json")
+
+    @property
+    def report(self) -> str:
+        return self._at("report.json")
+
+    @property
+    def data_docs(self) -> str:
+        return self._at("data_docs")
+
+    @property
+    def data_docs_index(self) -> str:
+        return self._at("data_docs", "index.html")
+
+
+class SummaryLayout(_Folder):
+    """The files the aggregation stage writes."""
+
+    def table(self, kind: str) -> str:
+        """``kind``: ``feature``, ``category`` or ``layer``."""
+        return self._at(f"{kind}_summary.parquet")
+
+    @property
+    def json(self) -> str:
+        return self._at("summary.json")
+
+
+class DriftLayout(_Folder):
+    """The files the drift stage writes."""
+
+    @property
+    def json(self) -> str:
+        return self._at("drift.json")
+
+    @property
+    def features(self) -> str:
+        return self._at("drift_features.parquet")
+
+
+class ReportLayout(_Folder):
+    """The HTML report and its images."""
+
+    @property
+    def html(self) -> str:
+        return self._at("report.html")
+
+    def image(self, name: str) -> str:
+        return self._at(name)
+
+
+@dataclass(frozen=True)
+class RunLayout(_Folder):
+    """The files of one run under ``root`` (a local path or fsspec URI)."""
+
+    validation_root: str | None = None
+
+    @classmethod
+    def of(cls, config: RunConfig) -> RunLayout:
+        """The layout of the run that ``config`` writes."""
+        return cls(config.output.uri, config.validation.output_uri)
+
+    @property
+    def attributions(self) -> str:
+        return self._at("attributions.parquet")
+
+    @property
+    def manifest(self) -> str:
+        return self._at("manifest.json")
+
+    @property
+    def shards(self) -> str:
+        return self._at("shards")
+
+    def shard_rows(self, index: int) -> str:
+        """A shard's explained rows."""
+        return self._at("shards", f"part-{index:05d}.parquet")
+
+    def shard_record(self, index: int) -> str:
+        """A shard's record: the hashes it was computed under, its counts and completeness."""
+        return self._at("shards", f"part-{index:05d}.json")
+
+    @property
+    def validation(self) -> ValidationLayout:
+        """The validation stage's folder (``validation.output_uri`` when set)."""
+        return ValidationLayout(self.validation_root or self._at("validation"))
+
+    @property
+    def summary(self) -> SummaryLayout:
+        return SummaryLayout(self._at("summary"))
+
+    @property
+    def drift(self) -> DriftLayout:
+        return DriftLayout(self._at("drift"))
+
+    @property
+    def report(self) -> ReportLayout:
+        return ReportLayout(self._at("report"))

@@ -1,0 +1,69 @@
+"""The output table of the IG stage: its columns and their types, for writers, readers and tests.
+
+Columns: the id columns (as typed in the input), ``attr__<feature>`` for every input feature
+(categorical features summed over their embedding dimensions), then :data:`RESULT_COLUMNS`:
+``prediction``, ``baseline_prediction``, ``delta`` (sum of attributions minus the prediction
+change), ``completeness_error`` (``|delta| / |prediction - baseline_prediction|``), ``n_steps``
+and ``converged``; for each layer in ``ig.layer_attributions``: ``layer__<layer>__<unit>`` per
+unit of its output, ``layer_delta__<layer>`` and ``layer_n_steps__<layer>``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import pyarrow as pa
+
+ATTRIBUTION_PREFIX = "attr__"
+LAYER_PREFIX = "layer__"
+RESULT_TYPES: dict[str, pa.DataType] = {
+    "prediction": pa.float64(),
+    "baseline_prediction": pa.float64(),
+    "delta": pa.float64(),
+    "completeness_error": pa.float64(),
+    "n_steps": pa.int64(),
+    "converged": pa.bool_(),
+}
+RESULT_COLUMNS = list(RESULT_TYPES)
+
+
+def attribution_column(feature: str) -> str:
+    """Column of one input feature's attribution."""
+    return f"{ATTRIBUTION_PREFIX}{feature}"
+
+
+def layer_column(layer: str, unit: int) -> str:
+    """Column of one unit of a hidden layer's attributions (``ig.layer_attributions``)."""
+    return f"{LAYER_PREFIX}{layer}__{unit}"
+
+
+def layer_result_columns(layer: str) -> tuple[str, str]:
+    """Columns of a hidden layer's completeness delta and final step count."""
+    return f"layer_delta__{layer}", f"layer_n_steps__{layer}"
+
+
+def attribution_features(names: Sequence[str]) -> list[str]:
+    """The features of the ``attr__<feature>`` columns among ``names``, in column order."""
+    return [n[len(ATTRIBUTION_PREFIX) :] for n in names if n.startswith(ATTRIBUTION_PREFIX)]
+
+
+def parse_layer_column(name: str) -> tuple[str, int] | None:
+    """``(layer, unit)`` of a ``layer__<layer>__<unit>`` column, else None."""
+    if not name.startswith(LAYER_PREFIX):
+        return None
+    layer, _, unit = name[len(LAYER_PREFIX) :].rpartition("__")
+    return layer, int(unit)
+
+
+def output_schema(
+    id_fields: Sequence[pa.Field], features: Sequence[str], layer_units: Mapping[str, int]
+) -> pa.Schema:
+    """Schema of the output table: ids, attributions, results, then each layer's columns."""
+    fields = list(id_fields)
+    fields += [pa.field(attribution_column(f), pa.float64()) for f in features]
+    fields += [pa.field(name, kind) for name, kind in RESULT_TYPES.items()]
+    for layer, units in layer_units.items():
+        delta, steps = layer_result_columns(layer)
+        fields += [pa.field(layer_column(layer, i), pa.float64()) for i in range(units)]
+        fields += [pa.field(delta, pa.float64()), pa.field(steps, pa.int64())]
+    return pa.schema(fields)

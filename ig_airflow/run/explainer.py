@@ -1,0 +1,156 @@
+"""Explain batches of rows with one artifact: encode, attribute (adaptive steps), and build the
+output table (:mod:`ig_airflow.results`). Built once per process or Ray actor, then called on
+many batches; :func:`explain_dataframe` is the notebook entry point::
+
+    from ig_airflow import explain_dataframe
+    attributions = explain_dataframe(df, "artifacts/adult_torch", id_columns=["row_id"])
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from ig_airflow.artifacts import LoadedArtifact, load_artifact
+from ig_airflow.config import BaselineSection, IGSection, RunConfig
+from ig_airflow.core.adaptive import RowAttributions, adaptive_attributions
+from ig_airflow.core.baselines import Baseline, resolve_baseline
+from ig_airflow.core.encoding import encode_rows
+from ig_airflow.exceptions import InputDataError
+from ig_airflow.results import (
+    RESULT_COLUMNS,
+    attribution_column,
+    layer_column,
+    layer_result_columns,
+    output_schema,
+)
+
+
+class BatchExplainer:
+    """Explains batches of rows with one loaded artifact.
+
+    Args:
+        artifact: a loaded artifact (see :func:`ig_airflow.artifacts.load_artifact`).
+        settings: IG settings (the run config's ``ig`` section).
+        baseline: a resolved baseline row.
+        id_columns: columns copied unchanged into the output.
+    """
+
+    def __init__(
+        self,
+        artifact: LoadedArtifact,
+        settings: IGSection,
+        baseline: Baseline,
+        id_columns: list[str] | None = None,
+    ):
+        self.artifact = artifact
+        self.settings = settings
+        self.baseline = baseline
+        self.id_columns = list(id_columns or [])
+        self.spec = artifact.metadata.inputs
+        self.attributor = artifact.backend.attributor(artifact.model, artifact.metadata, baseline, settings)
+        self.layer_attributors = {name: self.attributor.layer(name) for name in settings.layer_attributions}
+
+    def table_schema(self, input_schema: pa.Schema) -> pa.Schema:
+        """Schema of the output table: the id columns as typed in the input, then the
+        attribution and result columns."""
+        return output_schema(
+            [input_schema.field(c) for c in self.id_columns],
+            self.spec.feature_names,
+            {name: layer.units for name, layer in self.layer_attributors.items()},
+        )
+
+    def explain(self, batch: pa.Table | pa.RecordBatch | pd.DataFrame) -> tuple[pa.Table, RowAttributions]:
+        """Explain one batch of rows; returns the output table and the raw arrays."""
+        table = _as_table(batch)
+        missing = [c for c in self.id_columns if c not in table.column_names]
+        if missing:
+            raise InputDataError(f"id column(s) {missing} not in the input; columns: {table.column_names}")
+        numeric, categorical = encode_rows(table.select(self.spec.feature_names), self.spec)
+        result = adaptive_attributions(self.attributor, numeric, categorical, self.settings)
+        columns: dict[str, Any] = {c: table.column(c) for c in self.id_columns}
+        for j, feature in enumerate(self.spec.feature_names):
+            columns[attribution_column(feature)] = pa.array(result.attributions[:, j])
+        for name in RESULT_COLUMNS:
+            columns[name] = pa.array(getattr(result, name))
+        for name, layer in self.layer_attributors.items():
+            at_layer = adaptive_attributions(layer, numeric, categorical, self.settings)
+            for i in range(layer.units):
+                columns[layer_column(name, i)] = pa.array(at_layer.attributions[:, i])
+            delta_column, steps_column = layer_result_columns(name)
+            columns[delta_column] = pa.array(at_layer.delta)
+            columns[steps_column] = pa.array(at_layer.n_steps)
+            result.gradient_evaluations += at_layer.gradient_evaluations
+        return pa.table(columns, schema=self.table_schema(table.schema)), result
+
+    def baseline_record(self) -> dict[str, Any]:
+        """The baseline row (feature -> value) and the model's output there, for manifests."""
+        return {**self.baseline.values, "prediction": self.attributor.baseline_prediction}
+
+
+def _as_table(batch: pa.Table | pa.RecordBatch | pd.DataFrame) -> pa.Table:
+    if isinstance(batch, pa.Table):
+        return batch
+    if isinstance(batch, pa.RecordBatch):
+        return pa.Table.from_batches([batch])
+    return pa.Table.from_pandas(batch, preserve_index=False)
+
+
+def require_columns(uri: str, schema: pa.Schema, columns: list[str]) -> None:
+    """Raise :class:`InputDataError` naming the file and the columns it lacks."""
+    missing = [c for c in columns if c not in schema.names]
+    if missing:
+        raise InputDataError(f"{uri}: missing column(s) {missing}")
+
+
+def effective_baseline(config: RunConfig, artifact: LoadedArtifact) -> BaselineSection:
+    """The run config's baseline when it sets one, else the artifact's default."""
+    return config.baseline if config.baseline is not None else artifact.metadata.baseline
+
+
+def build_explainer(config: RunConfig, artifact: LoadedArtifact | None = None) -> BatchExplainer:
+    """Load (and verify) the artifact named by ``config`` and build a :class:`BatchExplainer`."""
+    artifact = artifact or load_artifact(config.model.uri, allow_pickle=config.model.allow_pickle)
+    baseline = resolve_baseline(
+        artifact.metadata.inputs, effective_baseline(config, artifact), config.data.reference_uri
+    )
+    return BatchExplainer(artifact, config.ig, baseline, config.data.id_columns)
+
+
+def explain_dataframe(
+    frame: pd.DataFrame,
+    artifact: str | LoadedArtifact,
+    *,
+    id_columns: list[str] | None = None,
+    baseline: BaselineSection | dict[str, Any] | None = None,
+    reference: pd.DataFrame | None = None,
+    allow_pickle: bool = False,
+    **ig_settings: Any,
+) -> pd.DataFrame:
+    """Explain the rows of ``frame`` in memory (notebook use); returns the output columns.
+
+    Args:
+        frame: rows with the model's feature columns (and ``id_columns``).
+        artifact: artifact URI or an already loaded artifact.
+        baseline: baseline config (defaults to the artifact's).
+        reference: reference rows for mean/median/most_frequent baselines.
+        **ig_settings: any key of the config's ``ig`` section, e.g. ``n_steps=64``.
+    """
+    if isinstance(artifact, str):
+        artifact = load_artifact(artifact, allow_pickle=allow_pickle)
+    settings = IGSection.model_validate(ig_settings)
+    baseline_cfg = (
+        BaselineSection.model_validate(baseline) if baseline is not None else artifact.metadata.baseline
+    )
+    reference_uri = None
+    with tempfile.TemporaryDirectory() as tmp:
+        if reference is not None:
+            reference_uri = f"{tmp}/reference.parquet"
+            reference.to_parquet(reference_uri, index=False)
+        resolved = resolve_baseline(artifact.metadata.inputs, baseline_cfg, reference_uri)
+    explainer = BatchExplainer(artifact, settings, resolved, id_columns)
+    table, _ = explainer.explain(frame)
+    return table.to_pandas()

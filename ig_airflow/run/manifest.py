@@ -1,0 +1,141 @@
+"""The run manifest (``manifest.json``) and the completeness summary it carries, for the
+in-process and the Ray runner alike."""
+
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from typing import Any
+
+import numpy as np
+
+from ig_airflow.config import RunConfig
+from ig_airflow.core.adaptive import RowAttributions
+from ig_airflow.layout import RunLayout
+from ig_airflow.spec import ArtifactMetadata
+
+log = logging.getLogger(__name__)
+
+
+class CompletenessStats:
+    """Running summary of completeness over batches (mean, max, unconverged count)."""
+
+    def __init__(self) -> None:
+        self.errors: list[np.ndarray] = []
+        self.unconverged = 0
+        self.gradient_evaluations = 0
+
+    def add(self, result: RowAttributions) -> None:
+        self.errors.append(result.completeness_error)
+        self.unconverged += int((~result.converged).sum())
+        self.gradient_evaluations += result.gradient_evaluations
+
+    def _errors(self) -> np.ndarray:
+        return np.concatenate(self.errors) if self.errors else np.zeros(0)
+
+    def summary(self) -> dict[str, Any]:
+        """Exact summary of every row seen."""
+        errors = self._errors()
+        if not len(errors):
+            return {"rows": 0, "unconverged_rows": 0, "gradient_evaluations": 0}
+        return {
+            "rows": int(len(errors)),
+            "mean_error": float(errors.mean()),
+            "p95_error": float(np.quantile(errors, 0.95)),
+            "max_error": float(errors.max()),
+            "unconverged_rows": self.unconverged,
+            "gradient_evaluations": self.gradient_evaluations,
+        }
+
+    def mergeable(self) -> dict[str, Any]:
+        """Per-shard summary that merges exactly (sum, max) or as a bound (p95); see :func:`merge`."""
+        errors = self._errors()
+        return {
+            "rows": int(len(errors)),
+            "error_sum": float(errors.sum()),
+            "max_error": float(errors.max()) if len(errors) else 0.0,
+            "p95_error": float(np.quantile(errors, 0.95)) if len(errors) else 0.0,
+            "unconverged_rows": self.unconverged,
+            "gradient_evaluations": self.gradient_evaluations,
+        }
+
+
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One completeness summary from per-shard ones (:meth:`CompletenessStats.mergeable`)."""
+    rows = sum(p["rows"] for p in parts)
+    return {
+        "rows": rows,
+        "mean_error": sum(p["error_sum"] for p in parts) / rows if rows else 0.0,
+        "max_error": max((p["max_error"] for p in parts), default=0.0),
+        "p95_error_max_over_shards": max((p["p95_error"] for p in parts), default=0.0),
+        "unconverged_rows": sum(p["unconverged_rows"] for p in parts),
+        "gradient_evaluations": sum(p["gradient_evaluations"] for p in parts),
+    }
+
+
+def explain_manifest(
+    config: RunConfig,
+    metadata: ArtifactMetadata,
+    *,
+    artifact_uri: str,
+    rows: int,
+    baseline: dict[str, Any] | None,
+    completeness: dict[str, Any],
+    seconds: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The IG stage's manifest: what was explained, with which model and settings, how well."""
+    return {
+        "stage": "explain",
+        "config_hash": config.config_hash(),
+        "artifact": {
+            "uri": artifact_uri,
+            "checksum": metadata.checksum(),
+            "files": metadata.files,
+            "framework": metadata.framework,
+            "loader": metadata.loader,
+        },
+        "input_uri": config.data.input_uri,
+        "outputs": {"attributions": RunLayout.of(config).attributions},
+        "id_columns": config.data.id_columns,
+        "rows": {"explained": rows},
+        "baseline": baseline,
+        "ig": config.ig.model_dump(mode="json"),
+        "completeness": completeness,
+        "timing": {
+            "seconds": round(seconds, 3),
+            "rows_per_second": round(rows / seconds, 1) if seconds else None,
+        },
+        "versions": versions(),
+        **extra,
+    }
+
+
+def versions() -> dict[str, str]:
+    import ig_airflow
+
+    return {"ig_airflow": ig_airflow.__version__, "python": platform.python_version()}
+
+
+class Progress:
+    """Logs how far a stage is, e.g. ``explained 4096/16281 rows (5311 rows/s, about 2 s left)``.
+
+    Args:
+        total_rows: rows to process.
+        template: the message, with ``{done}`` for how far (default: rows done of the total).
+    """
+
+    def __init__(self, total_rows: int, template: str):
+        self.total, self.template = total_rows, template
+        self.rows = 0
+        self.started = time.perf_counter()
+
+    def advance(self, rows: int, done: str | None = None) -> None:
+        """``rows`` more rows finished."""
+        self.rows += rows
+        elapsed = time.perf_counter() - self.started
+        rate = self.rows / elapsed if elapsed else float("nan")
+        left = (self.total - self.rows) / rate if rate else float("nan")
+        message = self.template.format(done=done or f"{self.rows}/{self.total}")
+        log.info("%s (%.0f rows/s, about %.0f s left)", message, rate, left)

@@ -1,0 +1,248 @@
+"""The IG stage on Ray: sharded, resumable and fault tolerant.
+
+The input Parquet is split into shards of ``ray.shard_rows`` rows (:mod:`ig_airflow.run.shards`).
+A pool of Ray actors, each loading the model once, explains shards as they become free; each
+shard is written to ``<output>/shards/part-NNNNN.parquet`` by write-then-rename, followed by a
+small JSON record with the config, artifact and input hashes. A re-run (or an Airflow retry)
+skips shards whose record matches and recomputes the rest. A worker process that dies is
+restarted by Ray and its shard retried (``max_restarts``/``max_task_retries``); a shard that
+keeps failing fails the run naming the shard and the error. When every shard is done, the
+shards are streamed into ``attributions.parquet`` (the same file the in-process runner writes)
+and ``manifest.json``. The driver never holds more than one shard.
+
+Embedded local Ray by default (``ray.init(num_cpus=...)``); ``ray.address`` or ``RAY_ADDRESS``
+connects to an existing cluster. ``ray.gpus_per_worker`` > 0 asks for GPU workers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from ig_airflow.artifacts import read_metadata
+from ig_airflow.config import RunConfig
+from ig_airflow.exceptions import ConfigError, IGAirflowError
+from ig_airflow.io import AtomicParquetWriter, open_parquet, read_parquet, write_json
+from ig_airflow.layout import RunLayout
+from ig_airflow.run.explainer import build_explainer, require_columns
+from ig_airflow.run.hooks import call_hook, worker_env
+from ig_airflow.run.manifest import Progress, explain_manifest, merge
+from ig_airflow.run.shards import Shard, finished_shards, plan_shards, shard_hashes
+
+log = logging.getLogger(__name__)
+
+
+class ShardFailed(IGAirflowError):
+    """A shard failed on every attempt."""
+
+
+def ensure_ray(config: RunConfig) -> dict[str, Any]:
+    """Connect to ``ray.address`` / ``RAY_ADDRESS``, or start an embedded local Ray."""
+    import ray
+
+    settings = config.ray
+    if not ray.is_initialized():
+        address = settings.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            log.info("connecting to the Ray cluster at %s", address)
+            ray.init(address=address, log_to_driver=True)
+        else:
+            num_cpus = settings.num_cpus or os.cpu_count() or 1
+            log.info("starting an embedded local Ray with %d CPUs", num_cpus)
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+    resources = ray.cluster_resources()
+    if settings.gpus_per_worker > 0 and resources.get("GPU", 0) < settings.gpus_per_worker:
+        raise ConfigError(
+            f"ray.gpus_per_worker={settings.gpus_per_worker} but the Ray cluster has "
+            f"{resources.get('GPU', 0)} GPU(s)"
+        )
+    return resources
+
+
+class ShardWorker:
+    """A Ray actor's state: the model loaded once; explains shards and writes them."""
+
+    def __init__(self, config_json: dict[str, Any], threads: int):
+        from ig_airflow.core.backend import get_backend
+
+        self.config = RunConfig.model_validate(config_json)
+        get_backend(read_metadata(self.config.model.uri).framework).limit_threads(threads)
+        self.explainer = build_explainer(self.config)
+        self.layout = RunLayout.of(self.config)
+
+    def explain_shard(self, shard: Shard, record: dict[str, Any]) -> dict[str, Any]:
+        from ig_airflow.io import read_row_range, write_parquet
+        from ig_airflow.run.manifest import CompletenessStats
+
+        call_hook("before_shard", shard.index)
+        started = time.perf_counter()
+        columns = self.explainer.id_columns + self.explainer.spec.feature_names
+        rows = read_row_range(self.config.data.input_uri, shard.start, shard.stop, columns)
+        stats, tables = CompletenessStats(), []
+        for batch in rows.to_batches(max_chunksize=self.config.ig.batch_rows):
+            table, result = self.explainer.explain(batch)
+            tables.append(table)
+            stats.add(result)
+        if tables:
+            write_parquet(self.layout.shard_rows(shard.index), pa.concat_tables(tables))
+        done = {
+            **record,
+            "shard": shard.index,
+            "rows": shard.rows,
+            "completeness": stats.mergeable(),
+            "baseline": self.explainer.baseline_record(),
+            "seconds": time.perf_counter() - started,
+        }
+        write_json(self.layout.shard_record(shard.index), done)
+        return done
+
+
+def run_explain_ray(config: RunConfig) -> dict[str, Any]:
+    """Explain ``config.data.input_uri`` on Ray; writes the same outputs as
+    :func:`ig_airflow.run.local.run_explain` plus the per-shard files. Returns the manifest."""
+    config.require_rendered()
+    _check_shard_rows(config)
+    started = time.perf_counter()
+    metadata = read_metadata(config.model.uri)
+    parquet = open_parquet(config.data.input_uri)
+    require_columns(
+        config.data.input_uri, parquet.schema_arrow, metadata.inputs.feature_names + config.data.id_columns
+    )
+    layout = RunLayout.of(config)
+    shards = plan_shards(parquet.metadata.num_rows, config.ray.shard_rows)
+    record = shard_hashes(config, metadata)
+    done = finished_shards(layout, shards, record)
+    todo = [s for s in shards if s.index not in done]
+    skipped = len(done)
+    log.info(
+        "%d shards of %d rows: %d already done for these hashes, %d to compute",
+        len(shards),
+        config.ray.shard_rows,
+        skipped,
+        len(todo),
+    )
+    if todo:
+        ShardPool(config, record).run(todo, done, len(shards))
+    _merge_shards(config, layout, shards, parquet.schema_arrow)
+    seconds = time.perf_counter() - started
+    manifest = explain_manifest(
+        config,
+        metadata,
+        artifact_uri=config.model.uri,
+        rows=parquet.metadata.num_rows,
+        baseline=done[shards[0].index].get("baseline") if shards else None,
+        completeness=merge([done[s.index]["completeness"] for s in shards]),
+        seconds=seconds,
+        runner="ray",
+        input_sha256=record["input_sha256"],
+        shards={"total": len(shards), "skipped": skipped, "computed": len(shards) - skipped},
+        ray=config.ray.model_dump(mode="json"),
+    )
+    manifest["outputs"]["shards"] = layout.shards
+    write_json(layout.manifest, manifest)
+    log.info(
+        "wrote %s (%d rows in %d shards, %d skipped, %.1f s)",
+        layout.attributions,
+        manifest["rows"]["explained"],
+        len(shards),
+        skipped,
+        seconds,
+    )
+    return manifest
+
+
+def _check_shard_rows(config: RunConfig) -> None:
+    shard_rows, batch_rows = config.ray.shard_rows, config.ig.batch_rows
+    if shard_rows > batch_rows and shard_rows % batch_rows:
+        raise ConfigError(
+            f"ray.shard_rows ({shard_rows}) must be a multiple of ig.batch_rows "
+            f"({batch_rows}) so that shards batch rows exactly as the in-process engine"
+        )
+
+
+class ShardPool:
+    """Ray actors that explain shards as they become free; a dead worker is replaced and its
+    shard retried up to ``ray.max_shard_attempts`` times."""
+
+    def __init__(self, config: RunConfig, record: dict[str, Any]):
+        import ray
+
+        self.config, self.record = config, record
+        settings = config.ray
+        self.actor = ray.remote(
+            max_restarts=settings.max_restarts, max_task_retries=settings.max_task_retries
+        )(ShardWorker)
+        self.options: dict[str, Any] = {
+            "num_cpus": settings.cpus_per_worker,
+            "num_gpus": settings.gpus_per_worker,
+        }
+        if worker_env():  # run hooks (fault injection in tests) reach the workers too
+            self.options["runtime_env"] = {"env_vars": worker_env()}
+        self.attempts: dict[int, int] = {}
+
+    def new_worker(self) -> Any:
+        threads = max(1, int(self.config.ray.cpus_per_worker))
+        return self.actor.options(**self.options).remote(self.config.model_dump(mode="json"), threads)
+
+    def run(self, todo: list[Shard], done: dict[int, dict[str, Any]], total: int) -> None:
+        """Explain ``todo``, adding each shard's record to ``done``."""
+        import ray
+
+        log.info("Ray cluster resources: %s", ensure_ray(self.config))
+        idle = [self.new_worker() for _ in range(min(self.config.ray.num_workers, len(todo)))]
+        pending, in_flight = list(todo), {}
+        progress = Progress(sum(s.rows for s in todo), "shards {done} done")
+        computed = 0
+        try:
+            while pending or in_flight:
+                while idle and pending:
+                    worker, shard = idle.pop(), pending.pop(0)
+                    in_flight[worker.explain_shard.remote(shard, self.record)] = (shard, worker)
+                ready, _ = ray.wait(list(in_flight), num_returns=1)
+                shard, worker = in_flight.pop(ready[0])
+                if not self._collect(ready[0], shard, worker, done):
+                    idle.append(self.new_worker())
+                    pending.insert(0, shard)
+                    continue
+                idle.append(worker)
+                computed += 1
+                progress.advance(shard.rows, f"{len(done)}/{total}")
+                call_hook("after_shards", computed)
+        finally:
+            for worker in idle + [w for _, w in in_flight.values()]:
+                ray.kill(worker, no_restart=True)
+
+    def _collect(self, ref: Any, shard: Shard, worker: Any, done: dict[int, dict[str, Any]]) -> bool:
+        """Store a finished shard's record; False when its worker died and it must be retried."""
+        import ray
+
+        try:
+            done[shard.index] = ray.get(ref)
+            return True
+        except ray.exceptions.RayTaskError as exc:
+            raise ShardFailed(f"{shard.describe()} failed: {exc.cause!r}") from None
+        except ray.exceptions.RayActorError as exc:
+            self.attempts[shard.index] = self.attempts.get(shard.index, 0) + 1
+            if self.attempts[shard.index] >= self.config.ray.max_shard_attempts:
+                raise ShardFailed(
+                    f"{shard.describe()} failed {self.attempts[shard.index]} time(s), its worker died: {exc}"
+                ) from None
+            log.warning("worker died on shard %d (%s); retrying on a fresh worker", shard.index, exc)
+            ray.kill(worker, no_restart=True)
+            return False
+
+
+def _merge_shards(config: RunConfig, layout: RunLayout, shards: list[Shard], input_schema: pa.Schema) -> None:
+    """Stream the shards, one at a time, into ``attributions.parquet``."""
+    written = [s for s in shards if s.rows]
+    if written:
+        schema = open_parquet(layout.shard_rows(written[0].index)).schema_arrow
+    else:  # empty input: no shard to read the schema from
+        schema = build_explainer(config).table_schema(input_schema)
+    with AtomicParquetWriter(layout.attributions, schema) as writer:
+        for shard in written:
+            writer.write(read_parquet(layout.shard_rows(shard.index)))
