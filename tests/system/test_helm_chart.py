@@ -16,6 +16,8 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "ig-airflow"
 K8S_VERSION = "1.30.0"
+# The chart requires a Ray token Secret (or ray.allowInsecureNoAuth): every render and lint names one.
+DEFAULT_ARGS = ["--set", "ray.authTokenSecret=ray-token"]
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +29,7 @@ def helm() -> str:
 
 def render(helm: str, *args: str) -> list[dict]:
     result = subprocess.run(
-        [helm, "template", "ig", str(CHART), "--namespace", "ml", *args],
+        [helm, "template", "ig", str(CHART), "--namespace", "ml", *DEFAULT_ARGS, *args],
         capture_output=True,
         text=True,
         timeout=120,
@@ -45,13 +47,22 @@ def by_kind(docs: list[dict]) -> dict[str, list[dict]]:
 
 @pytest.mark.parametrize("values", [[], ["-f", str(CHART / "ci" / "gpu-values.yaml")]])
 def test_helm_lint_strict(helm: str, values: list[str]) -> None:
-    result = subprocess.run([helm, "lint", "--strict", str(CHART), *values], capture_output=True, text=True)
+    result = subprocess.run(
+        [helm, "lint", "--strict", str(CHART), *DEFAULT_ARGS, *values], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_default_render(helm: str) -> None:
     kinds = by_kind(render(helm))
-    assert sorted(kinds) == ["ConfigMap", "RayCluster", "Role", "RoleBinding", "ServiceAccount"]
+    assert sorted(kinds) == [
+        "ConfigMap",
+        "NetworkPolicy",
+        "RayCluster",
+        "Role",
+        "RoleBinding",
+        "ServiceAccount",
+    ]
     cluster = kinds["RayCluster"][0]
     assert cluster["metadata"]["name"] == "ig-ig-airflow"
     spec = cluster["spec"]
@@ -142,19 +153,21 @@ def test_values_flow_into_the_objects(helm: str) -> None:
     ],
 )
 def test_schema_rejects_wrong_values(helm: str, args: list[str], message: str) -> None:
-    result = subprocess.run([helm, "template", "ig", str(CHART), *args], capture_output=True, text=True)
+    result = subprocess.run(
+        [helm, "template", "ig", str(CHART), *DEFAULT_ARGS, *args], capture_output=True, text=True
+    )
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 def test_bad_combinations_fail_early(helm: str) -> None:
     result = subprocess.run(
-        [helm, "template", "ig", str(CHART), "--set", "ray.workers.cpu.minReplicas=9"],
+        [helm, "template", "ig", str(CHART), *DEFAULT_ARGS, "--set", "ray.workers.cpu.minReplicas=9"],
         capture_output=True,
         text=True,
     )
     assert result.returncode != 0 and "minReplicas (9) is above maxReplicas (8)" in result.stderr
     result = subprocess.run(
-        [helm, "template", "ig", str(CHART), "--set", "ray.workers.cpu.enabled=false"],
+        [helm, "template", "ig", str(CHART), *DEFAULT_ARGS, "--set", "ray.workers.cpu.enabled=false"],
         capture_output=True,
         text=True,
     )
