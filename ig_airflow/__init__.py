@@ -16,7 +16,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "explain_dataframe": "ig_airflow.run.explainer",
     "run_explain": "ig_airflow.run.local",
-    "run_pipeline": "ig_airflow.run.pipeline",
+    "run_pipeline": "ig_airflow.pipeline",
     "load_artifact": "ig_airflow.artifacts",
     "save_artifact": "ig_airflow.artifacts",
     "explain_prediction": "ig_airflow.analysis.row_explanation",

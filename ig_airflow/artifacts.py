@@ -20,8 +20,10 @@ import json
 import shutil
 import tempfile
 import uuid
+import weakref
+import zipfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
@@ -68,6 +70,8 @@ def read_metadata(uri: str) -> ArtifactMetadata:
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ArtifactError(f"{uri}/{METADATA_FILE}: {problems}") from None
+    for key, name in [("model_file", metadata.model_file), *(("files", n) for n in metadata.files)]:
+        _require_inside(name, key, uri)
     loaders = get_backend(metadata.framework).loaders
     if metadata.loader not in loaders:
         raise ArtifactError(
@@ -77,28 +81,60 @@ def read_metadata(uri: str) -> ArtifactMetadata:
     return metadata
 
 
-def _localise(uri: str) -> Path:
+def _require_inside(name: str, key: str, uri: str) -> None:
+    """A path named by the metadata must be relative and stay inside the artifact."""
+    parts = PurePosixPath(name).parts
+    if not name or name.startswith("/") or "\\" in name or ".." in parts or parts in ((), (".",)):
+        raise ArtifactError(
+            f"{uri}/{METADATA_FILE}: {key} {name!r} must be a relative path inside the artifact"
+        )
+
+
+def _localise(uri: str) -> tuple[Path, bool]:
+    """A local directory with the artifact's files, and whether it is a temporary copy."""
     fs, path = filesystem(uri)
     protocol = fs.protocol if isinstance(fs.protocol, tuple) else (fs.protocol,)
     if "file" in protocol or "local" in protocol:
-        return Path(path)
+        return Path(path), False
     local = Path(tempfile.mkdtemp(prefix="ig_artifact_"))
     fs.get(path.rstrip("/") + "/", str(local), recursive=True)
-    return local
+    return local, True
 
 
 def verify_checksums(local_dir: Path, metadata: ArtifactMetadata, uri: str) -> None:
+    """Every file the metadata lists exists inside the artifact (symlinks resolved), matches its
+    sha256, and, when it is a zip archive, has no duplicate or escaping entry names."""
     if metadata.model_file not in metadata.files:
         raise ArtifactError(f"{uri}: model file {metadata.model_file!r} has no checksum in metadata")
+    root = local_dir.resolve()
     for name, expected in sorted(metadata.files.items()):
         file = local_dir / name
         if not file.exists():
             raise ArtifactError(f"{uri}: file {name!r} listed in {METADATA_FILE} is missing")
+        members = [file, *file.rglob("*")] if file.is_dir() else [file]
+        for member in members:
+            if not member.resolve().is_relative_to(root):
+                raise ArtifactError(f"{uri}: {name!r} resolves outside the artifact ({member} is a link out)")
         actual = sha256_file(file) if file.is_file() else _sha256_dir(file)
         if actual != expected:
             raise ArtifactError(
                 f"{uri}: checksum mismatch for {name!r}: expected sha256 {expected}, got {actual}"
             )
+        if file.is_file() and zipfile.is_zipfile(file):
+            _check_zip(file, name, uri)
+
+
+def _check_zip(path: Path, name: str, uri: str) -> None:
+    """Refuse archives whose readers could disagree on a member (duplicate names: Python's
+    zipfile reads the last, torch the first) or whose members escape (absolute, ``..``)."""
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise ArtifactError(f"{uri}: archive {name!r} holds duplicate entries {duplicates[:3]}")
+    escaping = [n for n in names if n.startswith("/") or "\\" in n or ".." in PurePosixPath(n).parts]
+    if escaping:
+        raise ArtifactError(f"{uri}: archive {name!r} holds entries outside it {escaping[:3]}")
 
 
 def _sha256_dir(directory: Path) -> str:
@@ -112,13 +148,24 @@ def load_artifact(uri: str, allow_pickle: bool = False) -> LoadedArtifact:
 
     Args:
         uri: artifact directory (local path or fsspec URI).
-        allow_pickle: permit a fully pickled PyTorch module (runs arbitrary code on load).
+        allow_pickle: permit formats that run code when loaded or called: a pickled PyTorch
+            module, pickled ``.pt2`` members, a TensorFlow SavedModel graph.
     """
     metadata = read_metadata(uri)
-    local_dir = _localise(uri)
-    verify_checksums(local_dir, metadata, uri)
-    model = get_backend(metadata.framework).load(local_dir / metadata.model_file, metadata, allow_pickle, uri)
-    return LoadedArtifact(uri=str(uri), metadata=metadata, model=model, local_dir=local_dir)
+    local_dir, temporary = _localise(uri)
+    try:
+        verify_checksums(local_dir, metadata, uri)
+        model = get_backend(metadata.framework).load(
+            local_dir / metadata.model_file, metadata, allow_pickle, uri
+        )
+    except BaseException:
+        if temporary:
+            shutil.rmtree(local_dir, ignore_errors=True)
+        raise
+    loaded = LoadedArtifact(uri=str(uri), metadata=metadata, model=model, local_dir=local_dir)
+    if temporary:  # the copy of a remote artifact lives as long as the loaded model may read it
+        weakref.finalize(loaded, shutil.rmtree, str(local_dir), True)
+    return loaded
 
 
 def save_artifact(

@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "explain":
             from ig_airflow.config import load_run_config
-            from ig_airflow.run.pipeline import run_ig
+            from ig_airflow.pipeline import run_ig
 
             config = load_run_config(args.config, _template_vars(args.set))
             manifest = run_ig(config)
@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({k: report[k] for k in ("rows", "mapped", "outputs")}, indent=2))
         elif args.command == "run":
             from ig_airflow.config import load_run_config
-            from ig_airflow.run.pipeline import run_pipeline
+            from ig_airflow.pipeline import run_pipeline
 
             manifest = run_pipeline(load_run_config(args.config, _template_vars(args.set)))
             keys = ("outputs", "rows", "validation", "completeness", "timing")

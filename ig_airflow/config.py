@@ -36,6 +36,8 @@ from ig_airflow.exceptions import ConfigError
 from ig_airflow.io import sha256_json
 
 PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_.]*)\s*\}\}")
+MAX_CONFIG_BYTES = 1 << 20  # a run config is a page of YAML, not a data file
+MAX_YAML_ALIASES = 64  # anchors are for sharing a block or two; more is an expansion bomb
 
 
 class StrictModel(BaseModel):
@@ -140,7 +142,11 @@ class ValidationSection(StrictModel):
         None, description="Use a GX file context at this directory instead of an ephemeral one."
     )
     output_uri: str | None = Field(None, description="Default: <output.uri>/validation.")
-    data_docs: bool = True
+    data_docs: bool = Field(
+        False,
+        description="Build GX Data Docs (HTML) into the validation folder. Off by default: they show "
+        "input values and column names as GX renders them; turn on for trusted inputs (SECURITY.md).",
+    )
 
 
 class RaySection(StrictModel):
@@ -238,19 +244,31 @@ class RunConfig(StrictModel):
         return found
 
 
-def render_placeholders(value: Any, template_vars: dict[str, Any]) -> Any:
+def render_placeholders(value: Any, template_vars: dict[str, Any], path: str = "") -> Any:
     """Replace ``{{ name }}`` in every string of ``value`` with ``template_vars[name]``;
-    names not in ``template_vars`` are left for a later renderer."""
+    names not in ``template_vars`` are left for a later renderer. A value that would bring a
+    ``..`` path segment into a string (``ds=../../etc``) is refused naming the key."""
     if isinstance(value, str):
         return PLACEHOLDER.sub(
-            lambda m: str(template_vars[m.group(1)]) if m.group(1) in template_vars else m.group(0),
-            value,
+            lambda m: _placeholder_value(m.group(1), m.group(0), template_vars, path), value
         )
     if isinstance(value, dict):
-        return {k: render_placeholders(v, template_vars) for k, v in value.items()}
+        return {
+            k: render_placeholders(v, template_vars, f"{path}.{k}" if path else str(k))
+            for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [render_placeholders(v, template_vars) for v in value]
+        return [render_placeholders(v, template_vars, f"{path}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+def _placeholder_value(name: str, original: str, template_vars: dict[str, Any], path: str) -> str:
+    if name not in template_vars:
+        return original
+    text = str(template_vars[name])
+    if ".." in re.split(r"[/\\]", text):
+        raise ConfigError(f"{path}: placeholder {{{{ {name} }}}} = {text!r} would put '..' into a path")
+    return text
 
 
 def _format_errors(source: str, exc: ValidationError) -> str:
@@ -272,22 +290,50 @@ def parse_run_config(
     if not isinstance(raw, dict):
         raise ConfigError(f"{source}: top level must be a mapping, got {type(raw).__name__}")
     if template_vars:
-        raw = render_placeholders(raw, template_vars)
+        try:
+            raw = render_placeholders(raw, template_vars)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from None
 
 
+class _BoundedLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses more than :data:`MAX_YAML_ALIASES` alias references."""
+
+    aliases = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self.aliases += 1
+            if self.aliases > MAX_YAML_ALIASES:
+                mark = self.peek_event().start_mark
+                raise ConfigError(
+                    f"line {mark.line + 1}: more than {MAX_YAML_ALIASES} YAML aliases (*anchor); "
+                    "refusing a document that expands this much"
+                )
+        return super().compose_node(parent, index)
+
+
 def read_config_mapping(path: str | Path) -> dict[str, Any]:
-    """The YAML mapping in ``path``; unreadable files and malformed YAML name the file and line."""
+    """The YAML mapping in ``path``; unreadable, oversized and malformed files, and alias bombs,
+    are refused naming the file (and the line), before anything else reads the config."""
     path = Path(path)
     try:
-        text = path.read_text()
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"{path}: {size} bytes; a run config may hold at most {MAX_CONFIG_BYTES}")
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -17,6 +17,10 @@ class InputDataError(IGAirflowError):
     """Input data does not match the model's input spec (missing column, bad dtype, ...)."""
 
 
+class StorageError(IGAirflowError):
+    """Writing an output failed (disk full, permissions); nothing partial is left behind."""
+
+
 class ValidationFailed(IGAirflowError):
     """Input validation found rows that the run's policy says must fail the run.
 

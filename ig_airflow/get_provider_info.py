@@ -37,6 +37,15 @@ def get_provider_info() -> dict[str, Any]:
             "ig_airflow": {
                 "description": "ig_airflow settings (environment variables also work).",
                 "options": {
+                    "trusted_modules": {
+                        "description": "Comma-separated modules whose classes a model artifact may "
+                        "name (model_class, custom_objects_module), with their submodules; empty: "
+                        "none (env IG_AIRFLOW_TRUSTED_MODULES works too). See SECURITY.md.",
+                        "version_added": "0.1.0",
+                        "type": "string",
+                        "example": "mycompany.models,ig_airflow.demo",
+                        "default": "",
+                    },
                     "demo_dir": {
                         "description": "Where the example DAGs keep demo data and outputs "
                         "(env IG_AIRFLOW_DEMO_DIR).",
@@ -44,7 +53,7 @@ def get_provider_info() -> dict[str, Any]:
                         "type": "string",
                         "example": "/opt/airflow/ig_demo",
                         "default": "demo_output",
-                    }
+                    },
                 },
             }
         },

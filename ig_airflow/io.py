@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ig_airflow.exceptions import InputDataError
+from ig_airflow.exceptions import InputDataError, StorageError
 
 
 def filesystem(uri: str) -> tuple[fsspec.AbstractFileSystem, str]:
@@ -54,14 +57,28 @@ def atomic_write_bytes(uri: str, data: bytes) -> None:
     try:
         with fs.open(tmp, "wb") as fh:
             fh.write(data)
-        if getattr(fs, "protocol", None) in ("file", ("file", "local")) or _is_local(fs):
-            os.replace(tmp, path)
-        else:
-            fs.mv(tmp, path)
-    except BaseException:
-        if fs.exists(tmp):
-            fs.rm(tmp)
+        _rename(fs, tmp, path)
+    except BaseException as exc:
+        _remove_quietly(fs, tmp)
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot write {uri}: {exc.strerror or exc}") from exc
         raise
+
+
+def _rename(fs: fsspec.AbstractFileSystem, tmp: str, path: str) -> None:
+    if _is_local(fs):
+        os.replace(tmp, path)
+    else:
+        fs.mv(tmp, path)
+
+
+def _remove_quietly(fs: fsspec.AbstractFileSystem, path: str) -> None:
+    """Remove a temporary file after a failure, never masking the failure itself."""
+    try:
+        if fs.exists(path):
+            fs.rm(path)
+    except OSError:
+        pass
 
 
 def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
@@ -80,12 +97,14 @@ def read_json(uri: str) -> Any:
         return json.loads(fh.read())
 
 
-def write_parquet(uri: str, table: pa.Table) -> None:
-    """Atomically write an Arrow table as Parquet. The bytes depend only on the table, so
-    re-running a task gives a byte-identical file."""
+def write_parquet(uri: str, table: pa.Table) -> str:
+    """Atomically write an Arrow table as Parquet; returns the file's sha256. The bytes depend
+    only on the table, so re-running a task gives a byte-identical file."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="zstd", write_statistics=True, row_group_size=ROW_GROUP_ROWS)
-    atomic_write_bytes(uri, sink.getvalue().to_pybytes())
+    data = sink.getvalue().to_pybytes()
+    atomic_write_bytes(uri, data)
+    return hashlib.sha256(data).hexdigest()
 
 
 def open_parquet(uri: str) -> pq.ParquetFile:
@@ -95,16 +114,36 @@ def open_parquet(uri: str) -> pq.ParquetFile:
     if not fs.exists(path):
         raise InputDataError(f"input file not found: {uri}")
     try:
-        return pq.ParquetFile(fs.open(path, "rb"))
+        parquet = pq.ParquetFile(fs.open(path, "rb"))
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputDataError(f"cannot read {uri} as Parquet: {exc}") from exc
+    names = parquet.schema_arrow.names
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise InputDataError(f"{uri}: duplicate column names {duplicates}; every column needs its own name")
+    return parquet
+
+
+def checked_text(uri: str, data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
+    """``data`` after checking that its string columns hold valid UTF-8 (Parquet does not
+    enforce it); a clear error names the file and column instead of a decoding traceback."""
+    for name, column in zip(data.schema.names, data.columns, strict=True):
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid:
+                raise InputDataError(
+                    f"{uri}: column {name!r} holds values that are not valid UTF-8 text"
+                ) from None
+    return data
 
 
 def iter_parquet_batches(
     uri: str, batch_rows: int, columns: list[str] | None = None
 ) -> Iterator[pa.RecordBatch]:
     """Stream ``uri`` in record batches of at most ``batch_rows`` rows."""
-    yield from open_parquet(uri).iter_batches(batch_size=batch_rows, columns=columns)
+    for batch in open_parquet(uri).iter_batches(batch_size=batch_rows, columns=columns):
+        yield checked_text(uri, batch)
 
 
 def read_row_range(uri: str, start: int, stop: int, columns: list[str] | None = None) -> pa.Table:
@@ -124,7 +163,7 @@ def read_row_range(uri: str, start: int, stop: int, columns: list[str] | None = 
             else parquet.schema_arrow.empty_table()
         )
     table = parquet.read_row_groups(groups, columns=columns)
-    return table.slice(start - first, stop - start)
+    return checked_text(uri, table.slice(start - first, stop - start))
 
 
 def sha256_uri(uri: str) -> str:
@@ -138,7 +177,8 @@ def sha256_uri(uri: str) -> str:
 
 
 def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
-    return open_parquet(uri).read(columns=columns)
+    """A whole Parquet file (or the given columns), checked like :func:`checked_text`."""
+    return checked_text(uri, open_parquet(uri).read(columns=columns))
 
 
 def sha256_file(path: str | Path) -> str:
@@ -152,6 +192,71 @@ def sha256_file(path: str | Path) -> str:
 def sha256_json(obj: Any) -> str:
     """Stable hash of a JSON-serialisable object (keys sorted)."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+@contextlib.contextmanager
+def exclusive(uri: str, timeout_s: float = 300.0) -> Iterator[None]:
+    """Hold an exclusive lock on ``uri`` (a ``<uri>.lock`` file beside it) for a
+    read-modify-write: ``flock`` on local files; on other filesystems an exclusively created
+    lock file, polled until free (stale after ``timeout_s``)."""
+    fs, path = filesystem(uri)
+    lock = f"{path}.lock"
+    parent = lock.rpartition("/")[0]
+    if parent:
+        fs.makedirs(parent, exist_ok=True)
+    if _is_local(fs):
+        with open(lock, "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+        return
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with fs.open(lock, "xb") as handle:
+                handle.write(uuid.uuid4().hex.encode())
+            break
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                _remove_quietly(fs, lock)  # a holder that died; take the lock over
+                deadline = time.monotonic() + timeout_s
+            time.sleep(0.05)
+    try:
+        yield
+    finally:
+        _remove_quietly(fs, lock)
+
+
+@contextlib.contextmanager
+def locked_json(uri: str) -> Iterator[tuple[Any, Callable[[Any], None]]]:
+    """Read-modify-write a small JSON document under an exclusive lock: yields its current
+    value (None when absent or unreadable) and a function that replaces it. Local files are
+    locked in place (``flock`` on the file itself, which is never removed); other filesystems
+    use :func:`exclusive`."""
+    fs, path = filesystem(uri)
+    if not _is_local(fs):
+        with exclusive(uri):
+            yield (read_json(uri) if fs.exists(path) else None), lambda value: write_json(uri, value)
+        return
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        handle.seek(0)
+        try:
+            current = json.loads(handle.read() or "null")
+        except json.JSONDecodeError:
+            current = None
+
+        def replace(value: Any) -> None:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(value, sort_keys=True))
+            handle.flush()
+            os.fsync(handle.fileno())
+
+        yield current, replace
 
 
 class AtomicParquetWriter:
@@ -180,14 +285,15 @@ class AtomicParquetWriter:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         try:
-            self._writer.close()
-        finally:
-            self._handle.close()
-        if exc_type is not None:
-            if self.fs.exists(self.tmp):
-                self.fs.rm(self.tmp)
-            return
-        if _is_local(self.fs):
-            os.replace(self.tmp, self.path)
-        else:
-            self.fs.mv(self.tmp, self.path)
+            try:
+                self._writer.close()
+            finally:
+                self._handle.close()
+            if exc_type is None:
+                _rename(self.fs, self.tmp, self.path)
+        except OSError as failure:
+            exc = exc or failure
+        if exc is not None or exc_type is not None:
+            _remove_quietly(self.fs, self.tmp)
+        if isinstance(exc, OSError):
+            raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from exc

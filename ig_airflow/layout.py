@@ -11,6 +11,7 @@
     <run>/summary/                   feature_, category_, layer_summary.parquet, summary.json
     <run>/drift/                     drift.json, drift_features.parquet
     <run>/report/                    report.html and its images
+    <run>/.ig_airflow_lease.json     the lease of the process writing the run now
 
 The validation folder moves where ``validation.output_uri`` says. Each stage's folder has its
 own layout class, so a stage called on a bare folder (``summarise_run(..., "out/summary")``)
@@ -114,6 +115,11 @@ class RunLayout(_Folder):
     @property
     def manifest(self) -> str:
         return self._at("manifest.json")
+
+    @property
+    def lease(self) -> str:
+        """Who is writing this run folder now (:mod:`ig_airflow.lease`)."""
+        return self._at(".ig_airflow_lease.json")
 
     @property
     def shards(self) -> str:

@@ -1,5 +1,6 @@
-"""The stages chained in one process (the CLI's ``run`` and notebooks): validate, then explain.
-The Airflow DAGs run the same library calls as separate tasks."""
+"""The stages of a run, each a call on the run config: validation, IG, aggregation, drift with
+the report. The Airflow operators call them one per task; :func:`run_pipeline` chains validation
+and IG in one process (the CLI's ``run`` and notebooks). Each holds the run folder's lease."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 from ig_airflow.config import RunConfig
 from ig_airflow.io import write_json
 from ig_airflow.layout import RunLayout
+from ig_airflow.lease import run_lease
 from ig_airflow.validation import run_validation
 
 
@@ -30,16 +32,59 @@ def run_ig(config: RunConfig) -> dict[str, Any]:
 
 def run_pipeline(config: RunConfig) -> dict[str, Any]:
     """Validate the input (when ``validation.enabled``), explain the validated rows, and put the
-    validation counts into the run manifest. Returns the manifest."""
-    if not config.validation.enabled:
-        return run_ig(config)
-    report = run_validation(config)
-    manifest = run_ig(validated_config(config, report["outputs"]["validated"]))
-    manifest["input_uri"] = config.data.input_uri
-    manifest["validation"] = {
-        "rows": report["rows"],
-        "mapped": report["mapped"],
-        "outputs": report["outputs"],
-    }
-    write_json(RunLayout.of(config).manifest, manifest)
+    validation counts into the run manifest, holding the run folder's lease throughout.
+    Returns the manifest."""
+    layout = RunLayout.of(config)
+    with run_lease(layout):
+        if not config.validation.enabled:
+            return run_ig(config)
+        report = run_validation(config)
+        manifest = run_ig(validated_config(config, report["outputs"]["validated"]))
+        manifest["input_uri"] = config.data.input_uri
+        manifest["validation"] = {
+            "rows": report["rows"],
+            "mapped": report["mapped"],
+            "outputs": report["outputs"],
+        }
+        write_json(layout.manifest, manifest)
     return manifest
+
+
+def run_aggregation(config: RunConfig) -> dict[str, Any]:
+    """Summarise the run's attributions into ``summary/`` (features, categories, layer units)."""
+    from ig_airflow.analysis.aggregation import summarise_run
+    from ig_airflow.artifacts import read_metadata
+
+    layout = RunLayout.of(config)
+    spec = read_metadata(config.model.uri).inputs
+    inputs = layout.validation.validated if config.validation.enabled else config.data.input_uri
+    with run_lease(layout):
+        return summarise_run(
+            layout.attributions,
+            layout.summary.root,
+            inputs_uri=inputs,
+            categorical=spec.categorical_names,
+            id_columns=config.data.id_columns,
+        )
+
+
+def run_drift(config: RunConfig, run_key: str) -> tuple[dict[str, Any], str]:
+    """Drift against the configured reference, the history table, then the HTML report (also
+    when ``on_alert: fail`` raises, so that the report shows the alerts). Returns the drift
+    result and the report's URI."""
+    from ig_airflow.analysis.drift import summarise_drift
+    from ig_airflow.analysis.report import build_report
+
+    layout = RunLayout.of(config)
+    with run_lease(layout):
+        try:
+            result = summarise_drift(layout.attributions, layout.drift.root, config.drift, run_key)
+        finally:
+            report = build_report(
+                config.output.uri,
+                config.data.id_columns,
+                config.drift.history_uri,
+                waterfall_rows=config.drift.waterfall_rows,
+                waterfall_ids=config.drift.waterfall_ids,
+            )
+    return result, report

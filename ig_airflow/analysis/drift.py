@@ -28,7 +28,7 @@ import pyarrow as pa
 from ig_airflow.analysis.aggregation import attribution_features, column_histogram, feature_summary
 from ig_airflow.config import DriftSection
 from ig_airflow.exceptions import ConfigError, IGAirflowError
-from ig_airflow.io import exists, read_parquet, write_json, write_parquet
+from ig_airflow.io import exclusive, exists, read_parquet, write_json, write_parquet
 from ig_airflow.layout import DriftLayout
 from ig_airflow.results import attribution_column
 
@@ -194,17 +194,18 @@ def alerts_for(report: DriftReport, settings: DriftSection) -> list[dict[str, An
 
 def append_history(history_uri: str, run_key: str, summary: pd.DataFrame, extra: dict[str, Any]) -> int:
     """Replace this run's rows in the history table (idempotent), keep the others; returns
-    the table's row count."""
+    the table's row count. Concurrent appends are serialised by a lock, so none is lost."""
     rows = summary[["feature", "mean_abs_attribution", "mean_attribution", "share", "rank"]].copy()
     rows.insert(0, "run_key", run_key)
     for key, value in extra.items():
         rows[key] = value
-    if exists(history_uri):
-        history = read_parquet(history_uri).to_pandas()
-        history = history[history["run_key"] != run_key]
-        rows = pd.concat([history, rows], ignore_index=True)
-    rows = rows.sort_values(["run_key", "rank"]).reset_index(drop=True)
-    write_parquet(history_uri, pa.Table.from_pandas(rows, preserve_index=False))
+    with exclusive(history_uri):
+        if exists(history_uri):
+            history = read_parquet(history_uri).to_pandas()
+            history = history[history["run_key"] != run_key]
+            rows = pd.concat([history, rows], ignore_index=True)
+        rows = rows.sort_values(["run_key", "rank"]).reset_index(drop=True)
+        write_parquet(history_uri, pa.Table.from_pandas(rows, preserve_index=False))
     return len(rows)
 
 

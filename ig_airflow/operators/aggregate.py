@@ -17,18 +17,6 @@ class AggregateAttributionsOperator(IGStageOperator):
     """
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from ig_airflow.analysis.aggregation import summarise_run
-        from ig_airflow.artifacts import read_metadata
-        from ig_airflow.layout import RunLayout
+        from ig_airflow.pipeline import run_aggregation
 
-        config = self.run_config(context)
-        layout = RunLayout.of(config)
-        spec = read_metadata(config.model.uri).inputs
-        inputs = layout.validation.validated if config.validation.enabled else config.data.input_uri
-        return summarise_run(
-            layout.attributions,
-            layout.summary.root,
-            inputs_uri=inputs,
-            categorical=spec.categorical_names,
-            id_columns=config.data.id_columns,
-        )
+        return run_aggregation(self.run_config(context))

@@ -21,7 +21,7 @@ class ComputeAttributionsOperator(IGStageOperator):
     """
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from ig_airflow.run.pipeline import run_ig, validated_config
+        from ig_airflow.pipeline import run_ig, validated_config
 
         config = self.run_config(context)
         if config.validation.enabled:

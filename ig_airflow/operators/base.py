@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Sequence
 from typing import Any
 
 from airflow.sdk import BaseOperator
 
 from ig_airflow.config import RunConfig, parse_run_config, read_config_mapping
+from ig_airflow.trust import AIRFLOW_TRUSTED_MODULES_ENV
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -36,6 +38,16 @@ def context_vars(context: Any) -> dict[str, Any]:
     if context.get("dag") is not None:
         values["dag_id"] = context["dag"].dag_id
     return values
+
+
+def export_deployment_settings() -> None:
+    """Make Airflow's ``[ig_airflow] trusted_modules`` (airflow.cfg or its environment variable)
+    visible to the library and the Ray workers, which read the environment (SECURITY.md)."""
+    from airflow.sdk import conf
+
+    trusted = conf.get("ig_airflow", "trusted_modules", fallback="")
+    if trusted:
+        os.environ[AIRFLOW_TRUSTED_MODULES_ENV] = trusted
 
 
 class IGStageOperator(BaseOperator):
@@ -66,6 +78,7 @@ class IGStageOperator(BaseOperator):
         self.overrides = overrides or {}
 
     def run_config(self, context: Any) -> RunConfig:
+        export_deployment_settings()
         raw = read_config_mapping(self.config_path)
         values = {**context_vars(context), **self.template_vars}
         return parse_run_config(deep_merge(raw, self.overrides), self.config_path, values)

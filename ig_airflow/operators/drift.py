@@ -22,35 +22,19 @@ class SummariseDriftOperator(IGStageOperator):
     """
 
     def execute(self, context: Any) -> dict[str, Any]:
-        from ig_airflow.analysis.drift import summarise_drift
-        from ig_airflow.analysis.report import build_report
         from ig_airflow.layout import RunLayout
+        from ig_airflow.pipeline import run_drift
 
         config = self.run_config(context)
-        layout = RunLayout.of(config)
         run_key = config.drift.run_key or context_run_key(context)
-        try:
-            result = summarise_drift(
-                layout.attributions,
-                layout.drift.root,
-                config.drift,
-                run_key,
-            )
-        finally:  # the report shows the alerts even when on_alert=fail fails the task
-            report = build_report(
-                config.output.uri,
-                config.data.id_columns,
-                config.drift.history_uri,
-                waterfall_rows=config.drift.waterfall_rows,
-                waterfall_ids=config.drift.waterfall_ids,
-            )
-            self.log.info("report: %s", report)
+        result, report = run_drift(config, run_key)
+        self.log.info("report: %s", report)
         return {
             "report": report,
             "alert": bool(result["alerts"]),
             "alerts": [f"{a['metric']}:{','.join(a['features'])}" for a in result["alerts"]],
             "ndcg_at_k": result.get("ndcg_at_k"),
-            "drift": layout.drift.json,
+            "drift": RunLayout.of(config).drift.json,
             "run_key": run_key,
         }
 

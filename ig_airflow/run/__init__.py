@@ -1,2 +1,2 @@
 """Running the IG stage: a batch explainer, the in-process and Ray runners, shards, the
-manifest, and the pipeline that chains validation and IG."""
+manifest and run hooks."""

@@ -7,7 +7,7 @@ arguments) with any of::
     after_shards(finished_shards)   # in the driver, after each shard finished
 
 The test suite's fault injection (:mod:`ig_airflow.testing.faults`) is such a hook; production
-deployments set none. The variable is passed on to the Ray workers.
+deployments set none. The variable is passed on to the Ray workers (:func:`worker_env`).
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ def call_hook(method: str, *args: Any) -> None:
 
 
 def worker_env() -> dict[str, str]:
-    """Environment variables the Ray workers need to see the same hooks."""
-    if not os.environ.get(HOOKS_ENV):
-        return {}
-    return {k: v for k, v in os.environ.items() if k.startswith("IG_AIRFLOW_")}
+    """The deployment's ig_airflow settings (``IG_AIRFLOW_*``, Airflow's ``[ig_airflow]``
+    section), passed on to Ray workers, which may run on a cluster started elsewhere."""
+    return {k: v for k, v in os.environ.items() if k.startswith(("IG_AIRFLOW_", "AIRFLOW__IG_AIRFLOW__"))}

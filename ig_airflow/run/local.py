@@ -13,8 +13,9 @@ import time
 from typing import Any
 
 from ig_airflow.config import RunConfig
-from ig_airflow.io import AtomicParquetWriter, open_parquet, write_json
+from ig_airflow.io import AtomicParquetWriter, iter_parquet_batches, open_parquet, write_json
 from ig_airflow.layout import RunLayout
+from ig_airflow.lease import run_lease
 from ig_airflow.run.explainer import BatchExplainer, build_explainer, require_columns
 from ig_airflow.run.manifest import CompletenessStats, Progress, explain_manifest
 
@@ -23,7 +24,8 @@ log = logging.getLogger(__name__)
 
 def run_explain(config: RunConfig, explainer: BatchExplainer | None = None) -> dict[str, Any]:
     """Explain ``config.data.input_uri`` and write ``attributions.parquet`` and
-    ``manifest.json`` under ``config.output.uri``; returns the manifest."""
+    ``manifest.json`` under ``config.output.uri`` (holding the folder's lease); returns the
+    manifest."""
     config.require_rendered()
     started = time.perf_counter()
     explainer = explainer or build_explainer(config)
@@ -34,22 +36,24 @@ def run_explain(config: RunConfig, explainer: BatchExplainer | None = None) -> d
     schema = explainer.table_schema(parquet.schema_arrow)
     stats = CompletenessStats()
     progress = Progress(parquet.metadata.num_rows, "explained {done} rows")
-    with AtomicParquetWriter(layout.attributions, schema) as writer:
-        for batch in parquet.iter_batches(batch_size=config.ig.batch_rows, columns=columns):
-            table, result = explainer.explain(batch)
-            writer.write(table.cast(schema))
-            stats.add(result)
-            progress.advance(batch.num_rows)
-    seconds = time.perf_counter() - started
-    manifest = explain_manifest(
-        config,
-        explainer.artifact.metadata,
-        artifact_uri=explainer.artifact.uri,
-        rows=progress.rows,
-        baseline=explainer.baseline_record(),
-        completeness=stats.summary(),
-        seconds=seconds,
-    )
-    write_json(layout.manifest, manifest)
+    with run_lease(layout) as lease:
+        with AtomicParquetWriter(layout.attributions, schema) as writer:  # renamed into place on success
+            for batch in iter_parquet_batches(config.data.input_uri, config.ig.batch_rows, columns):
+                table, result = explainer.explain(batch)
+                writer.write(table.cast(schema))
+                stats.add(result)
+                progress.advance(batch.num_rows)
+                lease.renew()
+        seconds = time.perf_counter() - started
+        manifest = explain_manifest(
+            config,
+            explainer.artifact.metadata,
+            artifact_uri=explainer.artifact.uri,
+            rows=progress.rows,
+            baseline=explainer.baseline_record(),
+            completeness=stats.summary(),
+            seconds=seconds,
+        )
+        write_json(layout.manifest, manifest)
     log.info("wrote %s (%d rows, %.1f s)", layout.attributions, progress.rows, seconds)
     return manifest

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pyarrow as pa
@@ -28,10 +29,11 @@ from ig_airflow.config import RunConfig
 from ig_airflow.exceptions import ConfigError, IGAirflowError
 from ig_airflow.io import AtomicParquetWriter, open_parquet, read_parquet, write_json
 from ig_airflow.layout import RunLayout
+from ig_airflow.lease import HOLDER, run_lease
 from ig_airflow.run.explainer import build_explainer, require_columns
 from ig_airflow.run.hooks import call_hook, worker_env
 from ig_airflow.run.manifest import Progress, explain_manifest, merge
-from ig_airflow.run.shards import Shard, finished_shards, plan_shards, shard_hashes
+from ig_airflow.run.shards import Shard, finished_shards, plan_shards, shard_hashes, shard_problem
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +89,15 @@ class ShardWorker:
             table, result = self.explainer.explain(batch)
             tables.append(table)
             stats.add(result)
-        if tables:
-            write_parquet(self.layout.shard_rows(shard.index), pa.concat_tables(tables))
+        digest = (
+            write_parquet(self.layout.shard_rows(shard.index), pa.concat_tables(tables)) if tables else None
+        )
         done = {
             **record,
             "shard": shard.index,
             "rows": shard.rows,
+            "sha256": digest,
+            "writer": HOLDER,
             "completeness": stats.mergeable(),
             "baseline": self.explainer.baseline_record(),
             "seconds": time.perf_counter() - started,
@@ -103,7 +108,8 @@ class ShardWorker:
 
 def run_explain_ray(config: RunConfig) -> dict[str, Any]:
     """Explain ``config.data.input_uri`` on Ray; writes the same outputs as
-    :func:`ig_airflow.run.local.run_explain` plus the per-shard files. Returns the manifest."""
+    :func:`ig_airflow.run.local.run_explain` plus the per-shard files, holding the folder's
+    lease. Returns the manifest."""
     config.require_rendered()
     _check_shard_rows(config)
     started = time.perf_counter()
@@ -114,43 +120,43 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
     )
     layout = RunLayout.of(config)
     shards = plan_shards(parquet.metadata.num_rows, config.ray.shard_rows)
-    record = shard_hashes(config, metadata)
-    done = finished_shards(layout, shards, record)
-    todo = [s for s in shards if s.index not in done]
-    skipped = len(done)
-    log.info(
-        "%d shards of %d rows: %d already done for these hashes, %d to compute",
-        len(shards),
-        config.ray.shard_rows,
-        skipped,
-        len(todo),
-    )
-    if todo:
-        ShardPool(config, record).run(todo, done, len(shards))
-    _merge_shards(config, layout, shards, parquet.schema_arrow)
-    seconds = time.perf_counter() - started
-    manifest = explain_manifest(
-        config,
-        metadata,
-        artifact_uri=config.model.uri,
-        rows=parquet.metadata.num_rows,
-        baseline=done[shards[0].index].get("baseline") if shards else None,
-        completeness=merge([done[s.index]["completeness"] for s in shards]),
-        seconds=seconds,
-        runner="ray",
-        input_sha256=record["input_sha256"],
-        shards={"total": len(shards), "skipped": skipped, "computed": len(shards) - skipped},
-        ray=config.ray.model_dump(mode="json"),
-    )
-    manifest["outputs"]["shards"] = layout.shards
-    write_json(layout.manifest, manifest)
+    with run_lease(layout) as lease:
+        record = shard_hashes(config, metadata)
+        done = finished_shards(layout, shards, record)
+        todo = [s for s in shards if s.index not in done]
+        skipped = len(done)
+        log.info(
+            "%d shards of %d rows: %d already done for these hashes, %d to compute",
+            len(shards),
+            config.ray.shard_rows,
+            skipped,
+            len(todo),
+        )
+        if todo:
+            ShardPool(config, record).run(todo, done, len(shards), lease.renew)
+        _merge_shards(config, layout, shards, done, parquet.schema_arrow)
+        manifest = explain_manifest(
+            config,
+            metadata,
+            artifact_uri=config.model.uri,
+            rows=parquet.metadata.num_rows,
+            baseline=done[shards[0].index].get("baseline") if shards else None,
+            completeness=merge([done[s.index]["completeness"] for s in shards]),
+            seconds=time.perf_counter() - started,
+            runner="ray",
+            input_sha256=record["input_sha256"],
+            shards={"total": len(shards), "skipped": skipped, "computed": len(shards) - skipped},
+            ray=config.ray.model_dump(mode="json"),
+        )
+        manifest["outputs"]["shards"] = layout.shards
+        write_json(layout.manifest, manifest)
     log.info(
         "wrote %s (%d rows in %d shards, %d skipped, %.1f s)",
         layout.attributions,
         manifest["rows"]["explained"],
         len(shards),
         skipped,
-        seconds,
+        manifest["timing"]["seconds"],
     )
     return manifest
 
@@ -180,7 +186,7 @@ class ShardPool:
             "num_cpus": settings.cpus_per_worker,
             "num_gpus": settings.gpus_per_worker,
         }
-        if worker_env():  # run hooks (fault injection in tests) reach the workers too
+        if worker_env():  # trusted modules and run hooks reach the workers too
             self.options["runtime_env"] = {"env_vars": worker_env()}
         self.attempts: dict[int, int] = {}
 
@@ -188,8 +194,10 @@ class ShardPool:
         threads = max(1, int(self.config.ray.cpus_per_worker))
         return self.actor.options(**self.options).remote(self.config.model_dump(mode="json"), threads)
 
-    def run(self, todo: list[Shard], done: dict[int, dict[str, Any]], total: int) -> None:
-        """Explain ``todo``, adding each shard's record to ``done``."""
+    def run(
+        self, todo: list[Shard], done: dict[int, dict[str, Any]], total: int, on_shard: Callable[[], None]
+    ) -> None:
+        """Explain ``todo``, adding each shard's record to ``done``; ``on_shard`` after each."""
         import ray
 
         log.info("Ray cluster resources: %s", ensure_ray(self.config))
@@ -211,6 +219,7 @@ class ShardPool:
                 idle.append(worker)
                 computed += 1
                 progress.advance(shard.rows, f"{len(done)}/{total}")
+                on_shard()
                 call_hook("after_shards", computed)
         finally:
             for worker in idle + [w for _, w in in_flight.values()]:
@@ -236,8 +245,15 @@ class ShardPool:
             return False
 
 
-def _merge_shards(config: RunConfig, layout: RunLayout, shards: list[Shard], input_schema: pa.Schema) -> None:
-    """Stream the shards, one at a time, into ``attributions.parquet``."""
+def _merge_shards(
+    config: RunConfig,
+    layout: RunLayout,
+    shards: list[Shard],
+    done: dict[int, dict[str, Any]],
+    input_schema: pa.Schema,
+) -> None:
+    """Stream the shards, one at a time and each verified against its record, into
+    ``attributions.parquet``."""
     written = [s for s in shards if s.rows]
     if written:
         schema = open_parquet(layout.shard_rows(written[0].index)).schema_arrow
@@ -245,4 +261,7 @@ def _merge_shards(config: RunConfig, layout: RunLayout, shards: list[Shard], inp
         schema = build_explainer(config).table_schema(input_schema)
     with AtomicParquetWriter(layout.attributions, schema) as writer:
         for shard in written:
+            problem = shard_problem(layout, shard, done[shard.index])
+            if problem:
+                raise ShardFailed(f"{shard.describe()}: {problem}; it is not merged (re-run to recompute it)")
             writer.write(read_parquet(layout.shard_rows(shard.index)))

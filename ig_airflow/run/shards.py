@@ -4,6 +4,7 @@ whose record still matches."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +12,8 @@ from ig_airflow.config import RunConfig
 from ig_airflow.io import exists, read_json, sha256_json, sha256_uri
 from ig_airflow.layout import RunLayout
 from ig_airflow.spec import ArtifactMetadata
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -44,16 +47,40 @@ def shard_hashes(config: RunConfig, metadata: ArtifactMetadata) -> dict[str, Any
     }
 
 
+def shard_problem(layout: RunLayout, shard: Shard, record: dict[str, Any]) -> str | None:
+    """Why a shard's rows file does not match its record (missing, edited, truncated), or None."""
+    if not shard.rows:
+        return None
+    uri = layout.shard_rows(shard.index)
+    if not record.get("sha256"):
+        return "its record has no checksum"
+    if not exists(uri):
+        return f"{uri} is missing"
+    actual = sha256_uri(uri)
+    if actual != record["sha256"]:
+        return f"{uri} changed after it was written (sha256 {actual[:12]}, recorded {record['sha256'][:12]})"
+    if record.get("rows") != shard.rows:
+        return f"its record counts {record.get('rows')} rows, the shard has {shard.rows}"
+    return None
+
+
 def finished_shards(
     layout: RunLayout, shards: list[Shard], record: dict[str, Any]
 ) -> dict[int, dict[str, Any]]:
-    """The records of the shards already written under the same ``record`` hashes."""
+    """The records of the shards already written under the same ``record`` hashes whose rows
+    file still matches its checksum; any other shard is recomputed, never merged."""
     wanted = sha256_json(record)
     done: dict[int, dict[str, Any]] = {}
     for shard in shards:
         record_uri = layout.shard_record(shard.index)
-        if exists(record_uri) and (exists(layout.shard_rows(shard.index)) or shard.rows == 0):
-            previous = read_json(record_uri)
-            if sha256_json({k: previous.get(k) for k in record}) == wanted:
-                done[shard.index] = previous
+        if not exists(record_uri):
+            continue
+        previous = read_json(record_uri)
+        if sha256_json({k: previous.get(k) for k in record}) != wanted:
+            continue
+        problem = shard_problem(layout, shard, previous)
+        if problem:
+            log.warning("%s: %s; recomputing it", shard.describe(), problem)
+            continue
+        done[shard.index] = previous
     return done

@@ -21,6 +21,7 @@ def airflow_env(out_dir: str | Path, dags_folder: str | Path) -> dict[str, str]:
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{out / 'airflow_home' / 'airflow.db'}",
         "IG_AIRFLOW_DEMO_DIR": str(out),
+        "IG_AIRFLOW_TRUSTED_MODULES": "ig_airflow.demo",  # the demo's model classes (SECURITY.md)
         "RAY_USAGE_STATS_ENABLED": "0",
         "GX_ANALYTICS_ENABLED": "False",
         "PYTHONUNBUFFERED": "1",

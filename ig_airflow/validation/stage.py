@@ -37,6 +37,7 @@ from ig_airflow.config import RunConfig, ValidationSection
 from ig_airflow.exceptions import ValidationFailed
 from ig_airflow.io import filesystem, read_parquet, write_json, write_parquet
 from ig_airflow.layout import RunLayout, ValidationLayout
+from ig_airflow.lease import run_lease
 from ig_airflow.spec import OOV_TOKEN, InputSpec
 from ig_airflow.validation.gx_run import run_gx
 from ig_airflow.validation.suite import build_suite, check_settings
@@ -46,6 +47,16 @@ log = logging.getLogger(__name__)
 REASON_COLUMN = "_quarantine_reason"
 ROW_NUMBER_COLUMN = "_row_number"
 Failure = tuple[str, str | None, str]  # (reason, column, kind)
+NULLABLE_INTEGERS = {  # Arrow integer -> pandas nullable integer: a null never turns ids into floats
+    pa.int8(): pd.Int8Dtype(),
+    pa.int16(): pd.Int16Dtype(),
+    pa.int32(): pd.Int32Dtype(),
+    pa.int64(): pd.Int64Dtype(),
+    pa.uint8(): pd.UInt8Dtype(),
+    pa.uint16(): pd.UInt16Dtype(),
+    pa.uint32(): pd.UInt32Dtype(),
+    pa.uint64(): pd.UInt64Dtype(),
+}
 
 
 @dataclass
@@ -118,7 +129,7 @@ def validate_table(
 ) -> ValidationOutcome:
     """Validate ``table`` against ``spec``; see the module docstring for the policies."""
     check_settings(settings, spec, id_columns)
-    frame = table.to_pandas()
+    frame = table.to_pandas(types_mapper=NULLABLE_INTEGERS.get)  # ids with nulls stay exact integers
     frame.index = pd.RangeIndex(len(frame))
     _schema_checks(frame, spec, id_columns, settings, source)
     cast_failures = _cast_numeric(frame, spec, source)
@@ -320,10 +331,8 @@ def run_validation(config: RunConfig, spec: InputSpec | None = None) -> dict[str
     from ig_airflow.artifacts import read_metadata
 
     spec = spec or read_metadata(config.model.uri).inputs
-    return validate_inputs(
-        config.data.input_uri,
-        spec,
-        config.data.id_columns,
-        config.validation,
-        RunLayout.of(config).validation.root,
-    )
+    layout = RunLayout.of(config)
+    with run_lease(layout):
+        return validate_inputs(
+            config.data.input_uri, spec, config.data.id_columns, config.validation, layout.validation.root
+        )

@@ -57,13 +57,13 @@ def test_explain_pipeline_runs_every_stage(env) -> None:
         "validation/validated.parquet",
         "validation/quarantine.parquet",
         "validation/gx_result.json",
-        "validation/data_docs/index.html",
         "summary/feature_summary.parquet",
         "summary/category_summary.parquet",
         "summary/layer_summary.parquet",  # the config asks for layer attributions at mlp.1
         "drift/drift.json",
     ):
         assert (run / name).exists(), name
+    assert not (run / "validation" / "data_docs").exists()  # GX Data Docs are opt-in (SECURITY.md)
     assert json.loads((run / "summary" / "summary.json").read_text())["layers"] == {"mlp.1": 64}
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["runner"] == "ray" and manifest["rows"]["explained"] == 16281

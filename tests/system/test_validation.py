@@ -14,7 +14,7 @@ import yaml
 from ig_airflow.artifacts import read_metadata
 from ig_airflow.config import ValidationSection, load_run_config
 from ig_airflow.exceptions import ConfigError, ValidationFailed
-from ig_airflow.run.pipeline import run_pipeline
+from ig_airflow.pipeline import run_pipeline
 from ig_airflow.spec import OOV_TOKEN
 from ig_airflow.validation import REASON_COLUMN, ROW_NUMBER_COLUMN, validate_inputs, validate_table
 
@@ -194,7 +194,7 @@ def test_outputs_gx_json_docs_and_failure_report(rows, spec, tmp_path: Path) -> 
     rows.loc[rows.index[0], "sex"] = "?"
     rows.to_parquet(tmp_path / "in.parquet", index=False)
     report = validate_inputs(
-        str(tmp_path / "in.parquet"), spec, ["row_id"], ValidationSection(), str(tmp_path / "v")
+        str(tmp_path / "in.parquet"), spec, ["row_id"], ValidationSection(data_docs=True), str(tmp_path / "v")
     )
     names = sorted(p.name for p in (tmp_path / "v").iterdir())
     assert names == ["data_docs", "gx_result.json", "quarantine.parquet", "report.json", "validated.parquet"]

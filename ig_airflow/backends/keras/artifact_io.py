@@ -16,6 +16,7 @@ import tensorflow as tf
 from ig_airflow.core.backend import SavedModelFile
 from ig_airflow.exceptions import ArtifactError
 from ig_airflow.spec import ArtifactMetadata
+from ig_airflow.trust import require_trusted
 
 
 def save_keras_model(model: Any, directory: Path, loader: str | None) -> SavedModelFile:
@@ -30,9 +31,11 @@ def save_keras_model(model: Any, directory: Path, loader: str | None) -> SavedMo
     raise ArtifactError(f"unknown TensorFlow loader {loader!r}")
 
 
-def load_keras_model(path: Path, metadata: ArtifactMetadata, uri: str) -> Any:
-    """Load the verified ``.keras`` file or SavedModel directory at ``path``."""
+def load_keras_model(path: Path, metadata: ArtifactMetadata, allow_code: bool, uri: str) -> Any:
+    """Load the verified ``.keras`` file (``safe_mode``) or, with ``allow_code``, the SavedModel
+    directory at ``path``."""
     if metadata.custom_objects_module:
+        require_trusted(metadata.custom_objects_module, "custom_objects_module", uri)
         try:
             importlib.import_module(metadata.custom_objects_module)
         except ImportError as exc:
@@ -42,6 +45,12 @@ def load_keras_model(path: Path, metadata: ArtifactMetadata, uri: str) -> Any:
             raise ArtifactError(
                 f"{uri}: a SavedModel supports input-level attribution only; categorical features "
                 f"{metadata.inputs.categorical_names} need a .keras model for embedding attribution"
+            )
+        if not allow_code:
+            raise ArtifactError(
+                f"{uri}: a TensorFlow SavedModel is a graph whose ops run when it is called (they can "
+                "read and write files); set model.allow_pickle: true in the run config only if you "
+                "trust its source, or save the model as .keras"
             )
         return tf.saved_model.load(str(path))
     try:

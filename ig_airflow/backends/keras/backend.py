@@ -43,7 +43,7 @@ class KerasBackend:
         require_framework("tensorflow", "tensorflow")
         from ig_airflow.backends.keras.artifact_io import load_keras_model
 
-        return load_keras_model(path, metadata, uri)
+        return load_keras_model(path, metadata, allow_pickle, uri)
 
     def check(self, model: Any, metadata: ArtifactMetadata) -> None:
         from ig_airflow.backends.keras.adapter import KerasModelAdapter

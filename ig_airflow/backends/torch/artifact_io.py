@@ -15,19 +15,22 @@ from ig_airflow.backends.torch.export import export_model, load_exported
 from ig_airflow.core.backend import SavedModelFile
 from ig_airflow.exceptions import ArtifactError
 from ig_airflow.spec import ArtifactMetadata, InputSpec
+from ig_airflow.trust import require_trusted
 
 
-def import_object(ref: str) -> Any:
-    """Import ``'package.module:Name'`` (or ``package.module.Name``)."""
+def import_object(ref: str, uri: str) -> Any:
+    """Import ``'package.module:Name'`` from a module the deployment trusts
+    (:mod:`ig_airflow.trust`); anything else is refused before it is imported."""
     module_name, sep, attr = ref.partition(":")
     if not sep:
-        module_name, _, attr = ref.rpartition(".")
+        raise ArtifactError(f"{uri}: model_class must be 'package.module:Class', got {ref!r}")
+    require_trusted(ref, "model_class", uri)
     try:
         obj: Any = importlib.import_module(module_name)
         for part in attr.split("."):
             obj = getattr(obj, part)
     except (ImportError, AttributeError) as exc:
-        raise ArtifactError(f"cannot import {ref!r}: {exc}") from None
+        raise ArtifactError(f"{uri}: cannot import model_class {ref!r}: {exc}") from None
     return obj
 
 
@@ -91,7 +94,10 @@ def load_torch_model(path: Path, metadata: ArtifactMetadata, allow_pickle: bool,
 def _load_state_dict(path: Path, metadata: ArtifactMetadata, uri: str) -> Any:
     if not metadata.model_class:
         raise ArtifactError(f"{uri}: loader 'state_dict' needs model_class ('package.module:Class')")
-    model = import_object(metadata.model_class)(**metadata.model_kwargs)
+    cls = import_object(metadata.model_class, uri)
+    if not isinstance(cls, type) or not issubclass(cls, torch.nn.Module):
+        raise ArtifactError(f"{uri}: model_class {metadata.model_class!r} is not a torch.nn.Module class")
+    model = cls(**metadata.model_kwargs)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises several types here

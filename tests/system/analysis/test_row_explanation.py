@@ -15,7 +15,7 @@ import yaml
 from ig_airflow.analysis.row_explanation import explain_prediction
 from ig_airflow.config import parse_run_config
 from ig_airflow.exceptions import InputDataError
-from ig_airflow.run.pipeline import run_pipeline
+from ig_airflow.pipeline import run_pipeline
 
 
 @pytest.fixture(scope="module")

@@ -221,8 +221,11 @@ def test_savedmodel_numeric_only_matches_keras_file(tmp_path: Path) -> None:
     save_artifact(model, str(tmp_path / "kf"), inputs=spec)
     frame = pd.DataFrame(np.random.default_rng(0).normal(size=(20, 3)), columns=list("abc"))
     base = Baseline(np.zeros(3), np.zeros(0, np.int64))
+    with pytest.raises(ArtifactError, match="SavedModel is a graph whose ops run.*model.allow_pickle: true"):
+        load_artifact(str(tmp_path / "sm"))  # graph code needs the opt-in
     results = [
-        explain(load_artifact(str(tmp_path / n)), base, frame.assign(row_id=range(20))) for n in ("sm", "kf")
+        explain(load_artifact(str(tmp_path / n), allow_pickle=True), base, frame.assign(row_id=range(20)))
+        for n in ("sm", "kf")
     ]
     np.testing.assert_allclose(results[0].filter(like="attr__"), results[1].filter(like="attr__"), atol=1e-6)
     from ig_airflow.exceptions import ConfigError
@@ -230,8 +233,13 @@ def test_savedmodel_numeric_only_matches_keras_file(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError, match="float64 needs a Keras model; a SavedModel runs in its saved dtype"
     ):
-        explain(load_artifact(str(tmp_path / "sm")), base, frame.assign(row_id=range(20)), dtype="float64")
+        explain(
+            load_artifact(str(tmp_path / "sm"), allow_pickle=True),
+            base,
+            frame.assign(row_id=range(20)),
+            dtype="float64",
+        )
     with pytest.raises(ArtifactError, match="SavedModel supports input-level attribution only"):
         spec_cat = {**spec, "categorical": [{"name": "kind", "vocabulary": ["x"], "embedding_layer": "e"}]}
         save_artifact(model, str(tmp_path / "sm2"), inputs=spec_cat, loader="savedmodel")
-        load_artifact(str(tmp_path / "sm2"))
+        load_artifact(str(tmp_path / "sm2"), allow_pickle=True)
