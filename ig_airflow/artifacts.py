@@ -26,13 +26,16 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import pandas as pd
 from pydantic import ValidationError
 
 from ig_airflow.config import BaselineSection
+from ig_airflow.contract import check_examples, smoke_test, write_examples
 from ig_airflow.core.backend import FrameworkBackend, backend_for_model, get_backend
 from ig_airflow.exceptions import ArtifactError
 from ig_airflow.io import filesystem, sha256_file, sha256_json
 from ig_airflow.spec import METADATA_FILE, ArtifactMetadata, Calibration, InputSpec, OutputSpec
+from ig_airflow.trust import trusting
 
 
 @dataclass
@@ -144,7 +147,8 @@ def _sha256_dir(directory: Path) -> str:
 
 
 def load_artifact(uri: str, allow_pickle: bool = False) -> LoadedArtifact:
-    """Load the artifact at ``uri`` after verifying every checksum.
+    """Load the artifact at ``uri`` after verifying every checksum; an artifact saved with
+    example rows must still reproduce their predictions.
 
     Args:
         uri: artifact directory (local path or fsspec URI).
@@ -155,9 +159,9 @@ def load_artifact(uri: str, allow_pickle: bool = False) -> LoadedArtifact:
     local_dir, temporary = _localise(uri)
     try:
         verify_checksums(local_dir, metadata, uri)
-        model = get_backend(metadata.framework).load(
-            local_dir / metadata.model_file, metadata, allow_pickle, uri
-        )
+        backend = get_backend(metadata.framework)
+        model = backend.load(local_dir / metadata.model_file, metadata, allow_pickle, uri)
+        check_examples(backend, model, metadata, local_dir, uri)  # the contract still holds
     except BaseException:
         if temporary:
             shutil.rmtree(local_dir, ignore_errors=True)
@@ -180,27 +184,31 @@ def save_artifact(
     model_class: str | None = None,
     model_kwargs: dict[str, Any] | None = None,
     custom_objects_module: str | None = None,
+    example_rows: pd.DataFrame | None = None,
+    example_predictions: Any = None,
+    example_tolerance: float = 1e-4,
     extra: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> ArtifactMetadata:
-    """Save ``model`` and its metadata as an artifact directory at ``uri``.
+    """Save ``model`` and its metadata at ``uri`` (built aside, renamed into place), after
+    loading it back and checking the calling contract (:mod:`ig_airflow.contract`).
 
-    The directory is built under a temporary name and renamed into place, so a crash never
-    leaves a half-written artifact. PyTorch modules are saved as a state_dict by default
-    (``model_class`` defaults to the module's own class); ``loader="torch_export"`` exports it
-    with a dynamic batch dimension to a pickle-free ``.pt2`` archive (an ``ExportedProgram`` is
-    saved as it is); ``loader="torchscript"`` scripts the model; ``loader="pickle"`` pickles the
-    whole module (loads only with ``allow_pickle``).
-    Keras models are saved as ``.keras`` (see :mod:`ig_airflow.backends.keras`).
+    ``loader``: PyTorch ``state_dict`` (default; ``model_kwargs`` keep their order),
+    ``torch_export``, ``torchscript``, ``pickle``; Keras ``keras`` (default) or ``savedmodel``.
+    ``example_rows`` (raw rows) and ``example_predictions`` (what your own serving code predicts
+    for them: the explained score, after this output's link and calibration) must be
+    reproduced within ``example_tolerance`` (absolute and relative); re-checked on every load.
     """
     spec = InputSpec.model_validate(inputs)
+    if (example_rows is None) != (example_predictions is None):
+        raise ArtifactError("example_rows and example_predictions are given together")
     staging = Path(tempfile.mkdtemp(prefix="ig_artifact_save_"))
     try:
         backend = backend_for_model(model)
         saved = backend.save(model, staging, spec, loader, model_class)
-        files = {
-            p.name: (sha256_file(p) if p.is_file() else _sha256_dir(p)) for p in sorted(staging.iterdir())
-        }
+        examples = None
+        if example_rows is not None:
+            examples = write_examples(staging, spec, example_rows, example_predictions, example_tolerance)
         metadata = ArtifactMetadata(
             framework=backend.name,
             loader=saved.loader,
@@ -211,18 +219,33 @@ def save_artifact(
             inputs=spec,
             output=OutputSpec.model_validate(output or {}),
             calibration=Calibration.model_validate(calibration or {}),
-            baseline=BaselineSection.model_validate(baseline or {}),
-            files=files,
+            baseline=BaselineSection.model_validate(baseline) if baseline is not None else None,
+            files=_file_checksums(staging),
+            examples=examples,
             created_at=dt.datetime.now(dt.UTC).isoformat(),
             extra=extra or {},
         )
-        (staging / METADATA_FILE).write_text(
-            json.dumps(metadata.model_dump(mode="json"), indent=2, sort_keys=True) + "\n"
-        )
+        # keys in their own order: model_kwargs must reach the class as the caller wrote them
+        (staging / METADATA_FILE).write_text(json.dumps(metadata.model_dump(mode="json"), indent=2) + "\n")
+        _check_round_trip(backend, staging, metadata, str(uri))
         _publish_dir(staging, uri, overwrite)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return metadata
+
+
+def _file_checksums(directory: Path) -> dict[str, str]:
+    return {p.name: (sha256_file(p) if p.is_file() else _sha256_dir(p)) for p in sorted(directory.iterdir())}
+
+
+def _check_round_trip(backend: FrameworkBackend, staging: Path, metadata: ArtifactMetadata, uri: str) -> None:
+    """Load the staged artifact as a run would and check the contract on it. The model's own
+    modules are trusted here: the caller has imported them already."""
+    modules = [(metadata.model_class or "").partition(":")[0], metadata.custom_objects_module or ""]
+    with trusting(*modules):
+        model = backend.load(staging / metadata.model_file, metadata, True, uri)
+    smoke_test(backend, model, metadata, uri)
+    check_examples(backend, model, metadata, staging, uri)
 
 
 def _publish_dir(staging: Path, uri: str, overwrite: bool) -> None:

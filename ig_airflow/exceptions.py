@@ -17,6 +17,14 @@ class InputDataError(IGAirflowError):
     """Input data does not match the model's input spec (missing column, bad dtype, ...)."""
 
 
+class ModelCallError(IGAirflowError):
+    """The model failed on the run's first rows: a deterministic error that no retry fixes."""
+
+
+class DriftAlert(IGAirflowError):
+    """Attribution drift crossed a configured threshold (raised when ``drift.on_alert: fail``)."""
+
+
 class StorageError(IGAirflowError):
     """Writing an output failed (disk full, permissions); nothing partial is left behind."""
 
@@ -30,3 +38,14 @@ class ValidationFailed(IGAirflowError):
     def __init__(self, message: str, outcome: object | None = None):
         super().__init__(message)
         self.outcome = outcome
+
+
+# Errors that a retry cannot fix: Airflow fails the task at once instead of retrying it.
+DETERMINISTIC_ERRORS: tuple[type[IGAirflowError], ...] = (
+    ConfigError,
+    ArtifactError,
+    InputDataError,
+    ValidationFailed,
+    ModelCallError,
+    DriftAlert,
+)

@@ -16,6 +16,8 @@ from ig_airflow.io import sha256_json
 
 METADATA_FILE = "ig_artifact.json"
 FORMAT_VERSION = 1
+EXAMPLES_FILE = "examples.parquet"
+EXPECTED_PREDICTION = "_expected_prediction"  # the examples' column of the user's predictions
 OOV_TOKEN = "<OOV>"  # a categorical value that maps to the feature's out-of-vocabulary index
 
 
@@ -93,6 +95,15 @@ class Calibration(StrictModel):
     temperature: float = Field(1.0, gt=0, description="p = softmax(z / T) (sigmoid for 1 logit).")
 
 
+class ExampleCheck(StrictModel):
+    """Rows the user's own code predicted (``examples.parquet``), re-run on every load."""
+
+    file: str = Field(EXAMPLES_FILE, description="Parquet of the example rows and their predictions.")
+    rows: int = Field(ge=1, description="How many example rows.")
+    atol: float = Field(1e-4, ge=0, description="Absolute tolerance of the comparison.")
+    rtol: float = Field(1e-4, ge=0, description="Relative tolerance of the comparison.")
+
+
 class ArtifactMetadata(StrictModel):
     """The contents of ``ig_artifact.json``."""
 
@@ -108,8 +119,11 @@ class ArtifactMetadata(StrictModel):
     inputs: InputSpec
     output: OutputSpec = OutputSpec()
     calibration: Calibration = Calibration()
-    baseline: BaselineSection = BaselineSection()
+    baseline: BaselineSection | None = Field(
+        None, description="Default baseline; none: from the reference data when a run has it, else zero/OOV."
+    )
     files: dict[str, str] = Field(default_factory=dict, description="file name -> sha256")
+    examples: ExampleCheck | None = Field(None, description="The calling contract's example rows.")
     created_at: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 

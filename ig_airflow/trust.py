@@ -11,7 +11,9 @@ names code to import is refused with the name of the setting. See ``SECURITY.md`
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 from ig_airflow.exceptions import ArtifactError
 
@@ -19,9 +21,25 @@ TRUSTED_MODULES_ENV = "IG_AIRFLOW_TRUSTED_MODULES"
 AIRFLOW_TRUSTED_MODULES_ENV = "AIRFLOW__IG_AIRFLOW__TRUSTED_MODULES"
 
 
+_process_trusted: list[str] = []  # modules whose code this process already runs (see trusting)
+
+
+@contextlib.contextmanager
+def trusting(*modules: str) -> Iterator[None]:
+    """Trust ``modules`` inside the block, in this process only: ``save_artifact`` reloads the
+    artifact it wrote to check it, and the model's own class is already imported by the caller."""
+    added = [m for m in modules if m]
+    _process_trusted.extend(added)
+    try:
+        yield
+    finally:
+        for module in added:
+            _process_trusted.remove(module)
+
+
 def trusted_modules() -> list[str]:
     """The module names the deployment trusts (both settings together)."""
-    names = []
+    names = list(_process_trusted)
     for variable in (TRUSTED_MODULES_ENV, AIRFLOW_TRUSTED_MODULES_ENV):
         names += [n.strip() for n in os.environ.get(variable, "").split(",") if n.strip()]
     return names

@@ -5,7 +5,7 @@
 2. ``ig_adult_explain`` loads it, validates the held-out rows, computes IG on Ray, aggregates
    and summarises drift.
 
-Usage: python scripts/run_demo.py [--out demo_output] [--date YYYY-MM-DD]
+Usage: python scripts/run_demo.py [--out demo_output] [--date YYYY-MM-DD] [--dags dags]
 """
 
 from __future__ import annotations
@@ -21,8 +21,6 @@ import pyarrow.parquet as pq
 from ig_airflow.layout import RunLayout
 from ig_airflow.testing.airflow_local import airflow_env, dag_test, run_airflow
 
-DAGS = Path(__file__).resolve().parent.parent / "dags"  # this checkout's example DAGs
-
 
 def main() -> int:
     parser = argparse.ArgumentParser(
@@ -30,9 +28,12 @@ def main() -> int:
     )
     parser.add_argument("--out", default="demo_output")
     parser.add_argument("--date", default=dt.date.today().isoformat())
+    parser.add_argument(
+        "--dags", default="dags", help="the example DAGs (default: ./dags, as `make demo` runs)"
+    )
     args = parser.parse_args()
     out = Path(args.out).resolve()
-    env = airflow_env(out, DAGS)
+    env = airflow_env(out, args.dags)
     migrated = run_airflow(["db", "migrate"], env)
     if migrated.returncode:
         print(migrated.stdout[-3000:], migrated.stderr[-3000:], file=sys.stderr)

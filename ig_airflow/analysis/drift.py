@@ -27,17 +27,13 @@ import pyarrow as pa
 
 from ig_airflow.analysis.aggregation import attribution_features, column_histogram, feature_summary
 from ig_airflow.config import DriftSection
-from ig_airflow.exceptions import ConfigError, IGAirflowError
+from ig_airflow.exceptions import ConfigError, DriftAlert
 from ig_airflow.io import exclusive, exists, read_parquet, write_json, write_parquet
 from ig_airflow.layout import DriftLayout
 from ig_airflow.results import attribution_column
 
 log = logging.getLogger(__name__)
 EPS = 1e-6
-
-
-class DriftAlert(IGAirflowError):
-    """Attribution drift crossed a configured threshold (raised when ``on_alert: fail``)."""
 
 
 def ndcg_at_k(reference: dict[str, float], current: dict[str, float], k: int) -> float:

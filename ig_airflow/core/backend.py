@@ -122,6 +122,12 @@ class FrameworkBackend(Protocol):
         """Raise :class:`ArtifactError` when the metadata does not fit the model (layer names)."""
         ...
 
+    def predict(
+        self, model: Any, metadata: ArtifactMetadata, numeric: np.ndarray, categorical: np.ndarray
+    ) -> np.ndarray:
+        """The explained score (output selected and calibrated) of encoded rows, float64."""
+        ...
+
     def attributor(
         self, model: Any, metadata: ArtifactMetadata, baseline: Baseline, settings: IGSection
     ) -> Attributor:

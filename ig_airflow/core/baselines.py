@@ -26,9 +26,29 @@ class Baseline:
     numeric: np.ndarray  # float64 [n_numeric]
     categorical: np.ndarray  # int64 [n_categorical]
     values: dict[str, float | str] = field(default_factory=dict)  # feature -> human value
+    source: str = "configured"  # where its settings came from (manifests say it)
 
 
-def resolve_baseline(spec: InputSpec, config: BaselineSection, reference_uri: str | None = None) -> Baseline:
+def choose_baseline(
+    configured: BaselineSection | None, artifact_default: BaselineSection | None, has_reference: bool
+) -> tuple[BaselineSection, str]:
+    """The baseline settings of a run and where they come from: the run's own, else the
+    artifact's, else the reference data's median and most frequent values when the run has
+    reference data, else zero and out-of-vocabulary."""
+    if configured is not None:
+        return configured, "run config"
+    if artifact_default is not None:
+        return artifact_default, "artifact"
+    if has_reference:
+        return BaselineSection(
+            numeric="median", categorical="most_frequent"
+        ), "reference data (median, most frequent)"
+    return BaselineSection(), "default (zero, out-of-vocabulary)"
+
+
+def resolve_baseline(
+    spec: InputSpec, config: BaselineSection, reference_uri: str | None = None, source: str = "configured"
+) -> Baseline:
     """Compute the baseline row for ``spec`` under ``config``."""
     unknown = sorted(set(config.values) - set(spec.feature_names))
     if unknown:
@@ -79,4 +99,4 @@ def resolve_baseline(spec: InputSpec, config: BaselineSection, reference_uri: st
             raise ConfigError(f"baseline.values.{feat.name}: {value!r} is not in the vocabulary")
         categorical[j] = mapping[value]
         values[feat.name] = value
-    return Baseline(numeric=numeric, categorical=categorical, values=values)
+    return Baseline(numeric=numeric, categorical=categorical, values=values, source=source)

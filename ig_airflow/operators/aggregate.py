@@ -16,7 +16,7 @@ class AggregateAttributionsOperator(IGStageOperator):
         aggregate = AggregateAttributionsOperator(task_id="aggregate", config_path="configs/run.yaml")
     """
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run_stage(self, context: Any) -> dict[str, Any]:
         from ig_airflow.pipeline import run_aggregation
 
         return run_aggregation(self.run_config(context))

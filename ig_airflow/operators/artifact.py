@@ -16,7 +16,7 @@ class LoadModelArtifactOperator(IGStageOperator):
         load = LoadModelArtifactOperator(task_id="load_model", config_path="configs/run.yaml")
     """
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run_stage(self, context: Any) -> dict[str, Any]:
         from ig_airflow.artifacts import load_artifact
 
         config = self.run_config(context)

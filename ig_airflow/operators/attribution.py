@@ -20,7 +20,7 @@ class ComputeAttributionsOperator(IGStageOperator):
         )
     """
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run_stage(self, context: Any) -> dict[str, Any]:
         from ig_airflow.pipeline import run_ig, validated_config
 
         config = self.run_config(context)

@@ -10,6 +10,7 @@ from typing import Any
 from airflow.sdk import BaseOperator
 
 from ig_airflow.config import RunConfig, parse_run_config, read_config_mapping
+from ig_airflow.exceptions import DETERMINISTIC_ERRORS
 from ig_airflow.trust import AIRFLOW_TRUSTED_MODULES_ENV
 
 
@@ -76,6 +77,20 @@ class IGStageOperator(BaseOperator):
         self.config_path = config_path
         self.template_vars = template_vars or {}
         self.overrides = overrides or {}
+
+    def execute(self, context: Any) -> Any:
+        """Run the stage; errors that no retry can fix (bad config, artifact or data, a model that
+        cannot run) fail the task at once instead of spending its retries."""
+        from airflow.sdk.exceptions import AirflowFailException
+
+        try:
+            return self.run_stage(context)
+        except DETERMINISTIC_ERRORS as exc:
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+    def run_stage(self, context: Any) -> Any:
+        """The stage's work; returns the XCom value."""
+        raise NotImplementedError
 
     def run_config(self, context: Any) -> RunConfig:
         export_deployment_settings()

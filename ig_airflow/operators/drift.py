@@ -21,7 +21,7 @@ class SummariseDriftOperator(IGStageOperator):
                                        overrides={"drift": {"on_alert": "fail"}})
     """
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run_stage(self, context: Any) -> dict[str, Any]:
         from ig_airflow.layout import RunLayout
         from ig_airflow.pipeline import run_drift
 

@@ -19,7 +19,7 @@ class ValidateInputsOperator(IGStageOperator):
         )
     """
 
-    def execute(self, context: Any) -> dict[str, Any]:
+    def run_stage(self, context: Any) -> dict[str, Any]:
         from ig_airflow.validation import run_validation
 
         report = run_validation(self.run_config(context))

@@ -17,7 +17,7 @@ import pyarrow as pa
 from ig_airflow.artifacts import LoadedArtifact, load_artifact
 from ig_airflow.config import BaselineSection, IGSection, RunConfig
 from ig_airflow.core.adaptive import RowAttributions, adaptive_attributions
-from ig_airflow.core.baselines import Baseline, resolve_baseline
+from ig_airflow.core.baselines import Baseline, choose_baseline, resolve_baseline
 from ig_airflow.core.encoding import encode_rows
 from ig_airflow.exceptions import InputDataError
 from ig_airflow.results import (
@@ -106,17 +106,13 @@ def require_columns(uri: str, schema: pa.Schema, columns: list[str]) -> None:
         raise InputDataError(f"{uri}: missing column(s) {missing}")
 
 
-def effective_baseline(config: RunConfig, artifact: LoadedArtifact) -> BaselineSection:
-    """The run config's baseline when it sets one, else the artifact's default."""
-    return config.baseline if config.baseline is not None else artifact.metadata.baseline
-
-
 def build_explainer(config: RunConfig, artifact: LoadedArtifact | None = None) -> BatchExplainer:
     """Load (and verify) the artifact named by ``config`` and build a :class:`BatchExplainer`."""
     artifact = artifact or load_artifact(config.model.uri, allow_pickle=config.model.allow_pickle)
-    baseline = resolve_baseline(
-        artifact.metadata.inputs, effective_baseline(config, artifact), config.data.reference_uri
+    settings, source = choose_baseline(
+        config.baseline, artifact.metadata.baseline, bool(config.data.reference_uri)
     )
+    baseline = resolve_baseline(artifact.metadata.inputs, settings, config.data.reference_uri, source)
     return BatchExplainer(artifact, config.ig, baseline, config.data.id_columns)
 
 
@@ -135,22 +131,22 @@ def explain_dataframe(
     Args:
         frame: rows with the model's feature columns (and ``id_columns``).
         artifact: artifact URI or an already loaded artifact.
-        baseline: baseline config (defaults to the artifact's).
+        baseline: baseline config (default: the artifact's; without one, the median and most
+            frequent values of ``reference`` when given, else zero and out-of-vocabulary).
         reference: reference rows for mean/median/most_frequent baselines.
         **ig_settings: any key of the config's ``ig`` section, e.g. ``n_steps=64``.
     """
     if isinstance(artifact, str):
         artifact = load_artifact(artifact, allow_pickle=allow_pickle)
     settings = IGSection.model_validate(ig_settings)
-    baseline_cfg = (
-        BaselineSection.model_validate(baseline) if baseline is not None else artifact.metadata.baseline
-    )
+    configured = BaselineSection.model_validate(baseline) if baseline is not None else None
+    baseline_settings, source = choose_baseline(configured, artifact.metadata.baseline, reference is not None)
     reference_uri = None
     with tempfile.TemporaryDirectory() as tmp:
         if reference is not None:
             reference_uri = f"{tmp}/reference.parquet"
             reference.to_parquet(reference_uri, index=False)
-        resolved = resolve_baseline(artifact.metadata.inputs, baseline_cfg, reference_uri)
+        resolved = resolve_baseline(artifact.metadata.inputs, baseline_settings, reference_uri, source)
     explainer = BatchExplainer(artifact, settings, resolved, id_columns)
     table, _ = explainer.explain(frame)
     return table.to_pandas()

@@ -51,6 +51,7 @@ def run_explain(config: RunConfig, explainer: BatchExplainer | None = None) -> d
             artifact_uri=explainer.artifact.uri,
             rows=progress.rows,
             baseline=explainer.baseline_record(),
+            baseline_source=explainer.baseline.source,
             completeness=stats.summary(),
             seconds=seconds,
         )

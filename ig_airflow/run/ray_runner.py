@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from ig_airflow.artifacts import read_metadata
 from ig_airflow.config import RunConfig
-from ig_airflow.exceptions import ConfigError, IGAirflowError
+from ig_airflow.exceptions import ConfigError, IGAirflowError, ModelCallError
 from ig_airflow.io import AtomicParquetWriter, open_parquet, read_parquet, write_json
 from ig_airflow.layout import RunLayout
 from ig_airflow.lease import HOLDER, run_lease
@@ -100,6 +100,7 @@ class ShardWorker:
             "writer": HOLDER,
             "completeness": stats.mergeable(),
             "baseline": self.explainer.baseline_record(),
+            "baseline_source": self.explainer.baseline.source,
             "seconds": time.perf_counter() - started,
         }
         write_json(self.layout.shard_record(shard.index), done)
@@ -133,6 +134,7 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
             len(todo),
         )
         if todo:
+            check_first_rows(config, todo[0])  # in the driver: a model that cannot run fails here, once
             ShardPool(config, record).run(todo, done, len(shards), lease.renew)
         _merge_shards(config, layout, shards, done, parquet.schema_arrow)
         manifest = explain_manifest(
@@ -141,6 +143,7 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
             artifact_uri=config.model.uri,
             rows=parquet.metadata.num_rows,
             baseline=done[shards[0].index].get("baseline") if shards else None,
+            baseline_source=done[shards[0].index].get("baseline_source") if shards else None,
             completeness=merge([done[s.index]["completeness"] for s in shards]),
             seconds=time.perf_counter() - started,
             runner="ray",
@@ -159,6 +162,31 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
         manifest["timing"]["seconds"],
     )
     return manifest
+
+
+FIRST_ROWS = 8
+
+
+def check_first_rows(config: RunConfig, shard: Shard) -> None:
+    """Explain the first rows of ``shard`` in this process before any Ray task starts: errors
+    that no retry can fix (wrong shapes, types, calling convention) fail the run at once with
+    the model's own message, instead of being retried by Ray as if a worker had died."""
+    from ig_airflow.io import read_row_range
+
+    explainer = build_explainer(config)
+    columns = explainer.id_columns + explainer.spec.feature_names
+    rows = read_row_range(
+        config.data.input_uri, shard.start, min(shard.stop, shard.start + FIRST_ROWS), columns
+    )
+    try:
+        explainer.explain(rows)
+    except IGAirflowError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the model's own error, whatever its type
+        raise ModelCallError(
+            f"{config.data.input_uri}: the model fails on rows {shard.start}-{shard.start + rows.num_rows} "
+            f"({config.model.uri}): {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def _check_shard_rows(config: RunConfig) -> None:

@@ -4,8 +4,11 @@ temporary folder that the stage then publishes."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,39 @@ from ig_airflow.config import ValidationSection
 def run_gx(
     frame: pd.DataFrame, expectations: list[Any], settings: ValidationSection
 ) -> tuple[Any, Path | None]:
+    """Run ``expectations`` on ``frame``; returns the validation result and the Data Docs folder."""
     os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+    with quiet_gx():
+        return _run_checkpoint(frame, expectations, settings)
+
+
+@contextlib.contextmanager
+def quiet_gx() -> Iterator[None]:
+    """GX logs at WARNING inside the block (its import and a run log hundreds of INFO lines, and
+    some of its modules set their own level) unless ig_airflow logs at DEBUG."""
+    if logging.getLogger("ig_airflow").isEnabledFor(logging.DEBUG):
+        yield
+        return
+    root = logging.getLogger("great_expectations")
+    saved = {root: root.level}
+    root.setLevel(max(root.level, logging.WARNING))
+    try:
+        import great_expectations  # noqa: F401 - imported here so that its import is quiet too
+
+        for name in list(logging.root.manager.loggerDict):
+            if name.startswith("great_expectations."):
+                module_log = logging.getLogger(name)
+                saved[module_log] = module_log.level
+                module_log.setLevel(max(module_log.level, logging.WARNING))
+        yield
+    finally:
+        for module_log, level in saved.items():
+            module_log.setLevel(level)
+
+
+def _run_checkpoint(
+    frame: pd.DataFrame, expectations: list[Any], settings: ValidationSection
+) -> tuple[Any, Path | None]:
     import great_expectations as gx
 
     if settings.gx_project_root:

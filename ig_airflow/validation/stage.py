@@ -39,7 +39,7 @@ from ig_airflow.io import filesystem, read_parquet, write_json, write_parquet
 from ig_airflow.layout import RunLayout, ValidationLayout
 from ig_airflow.lease import run_lease
 from ig_airflow.spec import OOV_TOKEN, InputSpec
-from ig_airflow.validation.gx_run import run_gx
+from ig_airflow.validation.gx_run import quiet_gx, run_gx
 from ig_airflow.validation.suite import build_suite, check_settings
 
 log = logging.getLogger(__name__)
@@ -135,7 +135,8 @@ def validate_table(
     cast_failures = _cast_numeric(frame, spec, source)
     if len(frame) == 0:
         log.warning("%s: input has 0 rows; writing empty validated and quarantine files", source)
-    gx_result, docs_dir = run_gx(frame, build_suite(spec, id_columns, settings), settings)
+    with quiet_gx():
+        gx_result, docs_dir = run_gx(frame, build_suite(spec, id_columns, settings), settings)
     failures, expectations, table_level = _failures(gx_result, cast_failures)
     policy = RowPolicy(settings, spec)
     report: dict[str, Any] = {

@@ -30,7 +30,16 @@ SPEC = {
 
 def small_artifact(path: Path, **kwargs) -> Path:
     torch.manual_seed(0)
-    model = TabularNet(2, ["c"], [3], embedding_dim=2, hidden=(4,))
+    model_kwargs = {
+        "n_numeric": 2,
+        "categorical": ["c"],
+        "cardinalities": [3],
+        "embedding_dim": 2,
+        "hidden": [4],
+    }
+    model = TabularNet(**model_kwargs)
+    if kwargs.get("loader", "state_dict") == "state_dict":
+        kwargs["model_kwargs"] = model_kwargs
     save_artifact(model, str(path), inputs=SPEC, **kwargs)
     return path
 
@@ -246,8 +255,26 @@ def test_keras_lambda_layer_is_refused_and_never_run(tmp_path: Path) -> None:
     path = str(marker)  # a plain string: the lambda's closure is saved with it
     doubled = keras.layers.Lambda(lambda x: (open(path, "w").close(), x * 2.0)[1])(inputs[0])
     model = keras.Model(inputs, keras.layers.Dense(1)(doubled))
-    save_artifact(model, str(tmp_path / "lam"), inputs={"numeric": SPEC["numeric"]})
-    marker.unlink()  # building the model called it once; loading must not
-    with pytest.raises(ArtifactError, match=r"cannot load model.keras with safe_mode=True"):
-        load_artifact(str(tmp_path / "lam"), allow_pickle=True)  # no opt-in turns safe_mode off
+    marker.unlink()  # building the model called it once; nothing after this may
+    lambda_refused = r"cannot load model.keras with safe_mode=True: .*`Lambda` layer"
+    with pytest.raises(ArtifactError, match=lambda_refused):
+        save_artifact(model, str(tmp_path / "lam"), inputs={"numeric": SPEC["numeric"]})  # refused when saved
+    assert not (tmp_path / "lam").exists() and not marker.exists()
+    # an artifact written by other means is refused when loaded, even with the pickle opt-in
+    artifact = tmp_path / "handmade"
+    artifact.mkdir()
+    model.save(artifact / "model.keras")
+    (artifact / METADATA_FILE).write_text(
+        json.dumps(
+            {
+                "framework": "tensorflow",
+                "loader": "keras",
+                "model_file": "model.keras",
+                "inputs": {"numeric": SPEC["numeric"]},
+                "files": {"model.keras": hashlib.sha256((artifact / "model.keras").read_bytes()).hexdigest()},
+            }
+        )
+    )
+    with pytest.raises(ArtifactError, match=lambda_refused):
+        load_artifact(str(artifact), allow_pickle=True)
     assert not marker.exists()

@@ -4,6 +4,7 @@ embedded local Ray and real Great Expectations, in subprocesses as a user would 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -81,7 +82,10 @@ def test_ig_task_fails_once_is_retried_by_airflow_and_output_matches(env, tmp_pa
     assert ok, log[-4000:]
     assert marker.exists() and "injected failure after 1 shards" in log
     assert "up_for_retry" in log
-    assert "1 already done for these hashes, 1 to compute" in log  # the retry resumed
+    plans = re.findall(r"2 shards of \d+ rows: (\d) already done for these hashes", log)
+    # the retry resumed: it reused the shard finished before the failure (the other shard's worker
+    # may also have finished its shard before it was stopped)
+    assert plans[0] == "0" and int(plans[-1]) >= 1, plans
     retried = pd.read_parquet(demo_dir(env) / "runs" / "explain" / "ds=2024-01-09" / "attributions.parquet")
     pd.testing.assert_frame_equal(retried, pd.read_parquet(undisturbed))
 

@@ -254,3 +254,14 @@ def test_gx_file_context_when_configured(rows, spec, tmp_path: Path) -> None:
     outcome = validate(rows.head(20), spec, gx_project_root=str(tmp_path / "gx_project"))
     assert outcome.report["rows"]["validated"] == 20
     assert (tmp_path / "gx_project" / "gx" / "great_expectations.yml").exists()
+
+
+def test_a_validation_logs_a_few_lines_at_info(rows, spec, caplog) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO)
+    validate(rows, spec)
+    assert len(caplog.records) <= 10, [r.getMessage()[:80] for r in caplog.records]
+    assert not [
+        r for r in caplog.records if r.name.startswith("great_expectations") and r.levelno < logging.WARNING
+    ]

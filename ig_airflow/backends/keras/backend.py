@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ig_airflow.backends import require_framework
 
 if TYPE_CHECKING:
@@ -49,6 +51,14 @@ class KerasBackend:
         from ig_airflow.backends.keras.adapter import KerasModelAdapter
 
         KerasModelAdapter(model, metadata)  # resolves the embedding layers
+
+    def predict(
+        self, model: Any, metadata: ArtifactMetadata, numeric: np.ndarray, categorical: np.ndarray
+    ) -> np.ndarray:
+        from ig_airflow.backends.keras.adapter import KerasModelAdapter
+
+        adapter = KerasModelAdapter(model, metadata)
+        return adapter.ops.numpy(adapter(*adapter.tensors(numeric, categorical))).reshape(-1)
 
     def attributor(
         self, model: Any, metadata: ArtifactMetadata, baseline: Baseline, settings: IGSection

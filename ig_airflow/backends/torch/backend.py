@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from ig_airflow.backends import require_framework
 
 if TYPE_CHECKING:
@@ -47,6 +49,18 @@ class TorchBackend:
         from ig_airflow.backends.torch.wrapper import TorchModelWrapper
 
         TorchModelWrapper(model, metadata)  # resolves the embedding layers
+
+    def predict(
+        self, model: Any, metadata: ArtifactMetadata, numeric: np.ndarray, categorical: np.ndarray
+    ) -> np.ndarray:
+        import torch
+
+        from ig_airflow.backends.torch.wrapper import TorchModelWrapper
+
+        dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+        wrapper = TorchModelWrapper(model, metadata, dtype=dtype)  # in the model's own precision
+        with torch.no_grad():
+            return wrapper.ops.numpy(wrapper(*wrapper.tensors(numeric, categorical))).reshape(-1)
 
     def attributor(
         self, model: Any, metadata: ArtifactMetadata, baseline: Baseline, settings: IGSection

@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from ig_airflow.config import parse_run_config
+from ig_airflow.demo.torch_model import TabularNet
 from ig_airflow.run.local import run_explain
 from ig_airflow.run.ray_runner import ShardFailed, run_explain_ray
 from ig_airflow.testing.faults import InjectedFault, fault_env
@@ -218,3 +219,39 @@ def test_empty_input_gives_an_empty_output_on_both_paths(demo, tmp_path) -> None
     local_out = pd.read_parquet(tmp_path / "local" / "attributions.parquet")
     assert len(ray_out) == len(local_out) == 0
     assert list(ray_out.columns) == list(local_out.columns) and "attr__age" in ray_out.columns
+
+
+class RefusesOldAges(TabularNet):
+    """Raises on inputs it was not built for: a deterministic error no retry can fix."""
+
+    def forward(self, x_num, x_cat):  # type: ignore[override]
+        if (x_num[:, 0] > 150).any():
+            raise ValueError("age above 150 is outside what this model accepts")
+        return super().forward(x_num, x_cat)
+
+
+def test_model_error_on_the_rows_fails_in_the_driver_before_any_ray_task(demo, tmp_path, monkeypatch) -> None:
+    import time
+
+    from ig_airflow.artifacts import load_artifact
+    from ig_airflow.exceptions import ModelCallError
+
+    monkeypatch.setenv("IG_AIRFLOW_TRUSTED_MODULES", f"ig_airflow.demo,{__name__}")
+    artifact = load_artifact(demo["artifact"])
+    model = RefusesOldAges(**artifact.metadata.model_kwargs)
+    model.load_state_dict(artifact.model.state_dict())
+    uri = resave(
+        artifact,
+        model,
+        tmp_path / "art",
+        inputs=artifact.metadata.inputs,
+        model_kwargs=artifact.metadata.model_kwargs,
+    )
+    frame = pd.read_parquet(demo["test"]).head(600)
+    frame.loc[3, "age"] = 200.0
+    frame.to_parquet(tmp_path / "rows.parquet", index=False)
+    started = time.perf_counter()
+    with pytest.raises(ModelCallError, match=r"the model fails on rows 0-8 .*ValueError: age above 150"):
+        run_explain_ray(make_config(demo, str(tmp_path / "rows.parquet"), tmp_path / "out", model_uri=uri))
+    assert time.perf_counter() - started < 30
+    assert not (tmp_path / "out" / "shards").exists()  # no Ray task ran

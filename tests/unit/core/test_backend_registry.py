@@ -147,6 +147,11 @@ class NumpyLinearBackend:
     def check(self, model: LinearScorer, metadata: Any) -> None:
         NumpyAdapter(model, metadata)
 
+    def predict(
+        self, model: LinearScorer, metadata: Any, numeric: np.ndarray, categorical: np.ndarray
+    ) -> np.ndarray:
+        return NumpyAdapter(model, metadata)(numeric, categorical)
+
     def attributor(self, model: LinearScorer, metadata: Any, baseline: Any, settings: Any) -> InputAttributor:
         return InputAttributor(NumpyAdapter(model, metadata), baseline, settings)
 
