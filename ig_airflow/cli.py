@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         "under output.uri (write-then-rename)",
         "validate": "validate the input with Great Expectations: validated + quarantined rows, "
         "GX result JSON and Data Docs under validation.output_uri",
-        "run": "validate the input, then explain the validated rows (the whole pipeline)",
+        "run": "the whole pipeline, as the explain DAG runs it: validate the input, explain the validated "
+        "rows, aggregate, then drift against the configured reference (history table, alerts) and the "
+        "HTML report under output.uri/report",
     }
     for name, text in commands.items():
         command = sub.add_parser(name, help=text.split(". ")[0], description=text)
@@ -125,8 +127,9 @@ def main(argv: list[str] | None = None) -> int:
             from ig_airflow.config import load_run_config
             from ig_airflow.pipeline import run_pipeline
 
-            manifest = run_pipeline(load_run_config(args.config, _template_vars(args.set)))
-            keys = ("outputs", "rows", "validation", "completeness", "timing")
+            template_vars = _template_vars(args.set)
+            manifest = run_pipeline(load_run_config(args.config, template_vars), run_key=template_vars["ds"])
+            keys = ("outputs", "rows", "validation", "completeness", "summary", "drift", "timing")
             print(json.dumps({k: manifest.get(k) for k in keys}, indent=2))
         elif args.command == "why":
             from ig_airflow.analysis.row_explanation import explain_prediction

@@ -144,7 +144,7 @@ def likely_culprit(
                 )
     return (
         "No single categorical encoding explains it: check that the predictions are the explained "
-        f"score ({metadata.output.explain} of output {metadata.output.index}, calibration "
+        f"score ({metadata.output.explain} of output {metadata.output.index or 0}, calibration "
         f"{metadata.calibration.method}) and that the model takes {convention(spec)}."
     )
 

@@ -30,23 +30,36 @@ def run_ig(config: RunConfig) -> dict[str, Any]:
     return run_explain(config)
 
 
-def run_pipeline(config: RunConfig) -> dict[str, Any]:
-    """Validate the input (when ``validation.enabled``), explain the validated rows, and put the
-    validation counts into the run manifest, holding the run folder's lease throughout.
-    Returns the manifest."""
+def run_pipeline(config: RunConfig, run_key: str | None = None) -> dict[str, Any]:
+    """The whole pipeline in this process, as the explain DAG runs it task by task: validation
+    (when ``validation.enabled``), IG on the validated rows, aggregation, then drift against the
+    configured reference with the history table and the HTML report. Holds the run folder's
+    lease throughout; returns the run manifest, with the validation counts, the summary and the
+    drift alerts. ``run_key`` names the run in the history table (default: ``drift.run_key``,
+    else ``run``)."""
     layout = RunLayout.of(config)
     with run_lease(layout):
-        if not config.validation.enabled:
-            return run_ig(config)
-        report = run_validation(config)
-        manifest = run_ig(validated_config(config, report["outputs"]["validated"]))
-        manifest["input_uri"] = config.data.input_uri
-        manifest["validation"] = {
-            "rows": report["rows"],
-            "mapped": report["mapped"],
-            "outputs": report["outputs"],
-        }
+        manifest = _validate_and_explain(config)
+        summary = run_aggregation(config)
+        manifest["summary"] = {"top_features": summary["top_features"], "outputs": summary["outputs"]}
         write_json(layout.manifest, manifest)
+        drift, report = run_drift(config, config.drift.run_key or run_key or "run")
+        manifest["drift"] = {"alerts": drift["alerts"], "reference": drift.get("reference"), "report": report}
+        write_json(layout.manifest, manifest)
+    return manifest
+
+
+def _validate_and_explain(config: RunConfig) -> dict[str, Any]:
+    if not config.validation.enabled:
+        return run_ig(config)
+    report = run_validation(config)
+    manifest = run_ig(validated_config(config, report["outputs"]["validated"]))
+    manifest["input_uri"] = config.data.input_uri
+    manifest["validation"] = {
+        "rows": report["rows"],
+        "mapped": report["mapped"],
+        "outputs": report["outputs"],
+    }
     return manifest
 
 

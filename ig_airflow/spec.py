@@ -81,7 +81,12 @@ class InputSpec(StrictModel):
 
 
 class OutputSpec(StrictModel):
-    index: int = Field(0, ge=0, description="Column of the model output to explain.")
+    index: int | None = Field(
+        None,
+        ge=0,
+        description="Column of the model output to explain; required when the model returns more "
+        "than one (a multi-column output is never explained by column 0 by default).",
+    )
     explain: Literal["logit", "probability"] = "probability"
     link: Literal["sigmoid", "softmax"] = Field(
         "sigmoid", description="Logits -> probability when explain=probability."

@@ -19,19 +19,32 @@ def select_output(logits: Any, output: OutputSpec, calibration: Calibration, ops
     if len(logits.shape) == 1:
         logits = ops.reshape(logits, (-1, 1))
     n_outputs = int(logits.shape[-1])
-    if output.index >= n_outputs:
-        raise ArtifactError(
-            f"output index {output.index} is out of range: the model returns {n_outputs} output(s)"
-        )
-    z = logits[:, output.index]
+    index = output_column(output, n_outputs)
+    z = logits[:, index]
     if calibration.method == "platt":
         return ops.sigmoid(calibration.a * z + calibration.b)
     if calibration.method == "temperature":
         if n_outputs == 1:
             return ops.sigmoid(z / calibration.temperature)
-        return ops.softmax(logits / calibration.temperature)[:, output.index]
+        return ops.softmax(logits / calibration.temperature)[:, index]
     if output.explain == "logit":
         return z
     if output.link == "softmax" and n_outputs > 1:
-        return ops.softmax(logits)[:, output.index]
+        return ops.softmax(logits)[:, index]
     return ops.sigmoid(z)
+
+
+def output_column(output: OutputSpec, n_outputs: int) -> int:
+    """The output column to explain: ``output.index``, which a multi-column output must name."""
+    if output.index is None:
+        if n_outputs > 1:
+            raise ArtifactError(
+                f"the model returns {n_outputs} outputs per row; name the one to explain with "
+                "output={'index': i} (a multi-column output is never explained by column 0 by default)"
+            )
+        return 0
+    if output.index >= n_outputs:
+        raise ArtifactError(
+            f"output index {output.index} is out of range: the model returns {n_outputs} output(s)"
+        )
+    return output.index

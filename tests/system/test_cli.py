@@ -105,3 +105,15 @@ def test_demo_with_a_torch_export_model_runs_end_to_end(tmp_path: Path) -> None:
     assert manifest["artifact"]["loader"] == "torch_export"
     assert manifest["rows"]["explained"] + manifest["validation"]["rows"]["quarantined"] == 400
     assert manifest["completeness"]["mean_error"] <= 0.01
+    # `run` is the whole pipeline, as the explain DAG runs it: summary, drift, history and report
+    run = tmp_path / "demo" / "runs" / "x"
+    printed = json.loads(result.stdout)
+    assert (
+        printed["summary"]["top_features"] == manifest["summary"]["top_features"]
+        and len(printed["summary"]["top_features"]) == 5
+    )
+    assert (run / "summary" / "feature_summary.parquet").exists() and (
+        run / "summary" / "category_summary.parquet"
+    ).exists()
+    assert json.loads((run / "drift" / "drift.json").read_text())["run_key"] == "x"
+    assert (run / "report" / "report.html").exists() and manifest["drift"]["report"].endswith("report.html")

@@ -312,3 +312,30 @@ def test_baseline_follows_the_reference_data_when_none_is_configured(tmp_path: P
     in_memory = explain_dataframe(frame, str(tmp_path / "a"), reference=frame, n_steps=8)
     expected = pd.read_parquet(tmp_path / "run" / "attributions.parquet")
     np.testing.assert_allclose(in_memory["baseline_prediction"], expected["baseline_prediction"])
+
+
+class TwoOutputs(ColorNet):
+    """A ``[batch, 2]`` output: two sigmoid heads (say, churn and upsell)."""
+
+    def __init__(self):
+        super().__init__()
+        self.out = nn.Linear(8, 2)
+
+    def forward(self, x_num: torch.Tensor, x_cat: torch.Tensor) -> torch.Tensor:
+        features = torch.cat([x_num, self.color(x_cat[:, 0])], dim=1)
+        return self.out(self.activation(self.hidden(features)))
+
+
+def test_multi_column_output_needs_a_named_target(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, frame = TwoOutputs().eval(), rows()
+    with pytest.raises(ArtifactError, match=r"returns 2 outputs per row; name the one to explain"):
+        save_artifact(model, str(tmp_path / "two"), inputs=spec(USER_ORDER))  # never column 0 by default
+    assert not (tmp_path / "two").exists()
+    save_artifact(model, str(tmp_path / "second"), inputs=spec(USER_ORDER), output={"index": 1})
+    explained = explain_dataframe(frame, str(tmp_path / "second"), n_steps=16)
+    codes = frame["color"].map({c: i + 1 for i, c in enumerate(USER_ORDER)}).to_numpy()
+    with torch.no_grad():
+        numeric = torch.tensor(frame[["size", "weight"]].to_numpy(), dtype=torch.float32)
+        second = torch.sigmoid(model(numeric, torch.tensor(codes)[:, None])[:, 1]).numpy()
+    np.testing.assert_allclose(explained["prediction"], second, atol=1e-6)
