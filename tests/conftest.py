@@ -33,3 +33,28 @@ def write_config(path: Path, config: dict) -> Path:
 
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+CHROMIUM_FLAGS = [  # headless, and nothing that reaches for the network
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def dump_dom(page: Path, profile: Path) -> str:
+    """The DOM of ``page`` after headless Chromium loaded it and ran its scripts."""
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert chromium, "headless Chromium is needed (scripts/setup.sh installs Debian's chromium)"
+    command = [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--virtual-time-budget=5000"]
+    return subprocess.run(
+        [*command, "--dump-dom", f"file://{page}"], capture_output=True, text=True, timeout=120
+    ).stdout

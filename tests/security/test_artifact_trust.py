@@ -58,6 +58,26 @@ def rehash(artifact: Path, name: str) -> None:
     (artifact / METADATA_FILE).write_text(json.dumps(meta))
 
 
+def handmade_artifact(artifact: Path, loader: str, model_file: str) -> None:
+    """ig_artifact.json for a TensorFlow model file written by other means than save_artifact,
+    with the checksum an attacker would compute."""
+    path = artifact / model_file
+    if path.is_dir():  # a directory's checksum: the sorted JSON of its files' checksums
+        members = [p for p in sorted(path.rglob("*")) if p.is_file()]
+        files = {str(p.relative_to(path)): hashlib.sha256(p.read_bytes()).hexdigest() for p in members}
+        digest = hashlib.sha256(json.dumps(files, sort_keys=True).encode())
+    else:
+        digest = hashlib.sha256(path.read_bytes())
+    metadata = {
+        "framework": "tensorflow",
+        "loader": loader,
+        "model_file": model_file,
+        "inputs": {"numeric": SPEC["numeric"]},
+        "files": {model_file: digest.hexdigest()},
+    }
+    (artifact / METADATA_FILE).write_text(json.dumps(metadata))
+
+
 def test_model_class_outside_trusted_modules_is_never_imported(tmp_path: Path, monkeypatch) -> None:
     artifact = small_artifact(tmp_path / "art")
     marker = tmp_path / "pwned"
@@ -156,27 +176,7 @@ def test_savedmodel_graph_that_writes_files_needs_the_opt_in(tmp_path: Path) -> 
     artifact = tmp_path / "sm"
     artifact.mkdir()
     tf.saved_model.save(Writer(), str(artifact / "saved_model"))
-    digest = hashlib.sha256(
-        json.dumps(
-            {
-                str(p.relative_to(artifact / "saved_model")): hashlib.sha256(p.read_bytes()).hexdigest()
-                for p in sorted((artifact / "saved_model").rglob("*"))
-                if p.is_file()
-            },
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()
-    (artifact / METADATA_FILE).write_text(
-        json.dumps(
-            {
-                "framework": "tensorflow",
-                "loader": "savedmodel",
-                "model_file": "saved_model",
-                "inputs": {"numeric": SPEC["numeric"]},
-                "files": {"saved_model": digest},
-            }
-        )
-    )
+    handmade_artifact(artifact, "savedmodel", "saved_model")
     with pytest.raises(ArtifactError, match="SavedModel is a graph whose ops run.*model.allow_pickle: true"):
         load_artifact(str(artifact))
     assert not marker.exists()
@@ -264,17 +264,7 @@ def test_keras_lambda_layer_is_refused_and_never_run(tmp_path: Path) -> None:
     artifact = tmp_path / "handmade"
     artifact.mkdir()
     model.save(artifact / "model.keras")
-    (artifact / METADATA_FILE).write_text(
-        json.dumps(
-            {
-                "framework": "tensorflow",
-                "loader": "keras",
-                "model_file": "model.keras",
-                "inputs": {"numeric": SPEC["numeric"]},
-                "files": {"model.keras": hashlib.sha256((artifact / "model.keras").read_bytes()).hexdigest()},
-            }
-        )
-    )
+    handmade_artifact(artifact, "keras", "model.keras")
     with pytest.raises(ArtifactError, match=lambda_refused):
         load_artifact(str(artifact), allow_pickle=True)
     assert not marker.exists()

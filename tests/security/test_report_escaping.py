@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import builtins
 import re
-import shutil
-import subprocess
 import uuid
 from io import BytesIO
 from pathlib import Path
@@ -20,6 +18,7 @@ import matplotlib.text
 import numpy as np
 import pyarrow as pa
 import pytest
+from conftest import dump_dom
 from markupsafe import escape
 
 from ig_airflow.analysis.aggregation import feature_summary, summarise_run
@@ -47,16 +46,6 @@ SEGMENTS = ["<b>a</b>", MATH_OK, "'><svg onload=\"document.body.setAttribute('da
 RUN_KEYS = ("<script>document.body.setAttribute('data-pwned','7')</script>", MATH_BAD)
 REFERENCE = {"age": 3.0, MATH_BAD: 2.0, IMG: 0.3, SCRIPT: 0.2, MATH_OK: 0.5, TEMPLATE: 0.4}
 CURRENT = {"age": 0.1, MATH_BAD: 0.2, IMG: 2.5, SCRIPT: 3.0, MATH_OK: 0.5, TEMPLATE: 0.4}
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def attributions(weights: dict[str, float], seed: int, n: int = 40) -> pa.Table:
@@ -102,24 +91,6 @@ def write_run(root: str) -> tuple[str, str]:
     settings = DriftSection(reference_uri=ref_uri, history_uri=history, top_k=2)
     summarise_drift(layout.attributions, layout.drift.root, settings, RUN_KEYS[1])
     return run, history
-
-
-def dump_dom(page: Path, profile: Path) -> str:
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "headless Chromium is needed (scripts/setup.sh installs Debian's chromium)"
-    return subprocess.run(
-        [
-            chromium,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={profile}",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            f"file://{page}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
 
 
 def test_payload_names_are_escaped_and_no_script_runs_in_chromium(tmp_path: Path) -> None:

@@ -3,13 +3,12 @@ in headless Chromium."""
 
 from __future__ import annotations
 
-import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import dump_dom
 
 from ig_airflow.analysis.aggregation import feature_summary
 from ig_airflow.analysis.drift import (
@@ -76,18 +75,6 @@ def test_model_with_a_dominant_feature_raises_an_alert_naming_it(
     assert result["ndcg_at_k"] < 0.90
 
 
-CHROMIUM_FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
 def test_report_opens_in_headless_chromium_with_every_image_loaded(halves, tmp_path: Path) -> None:
     first, second, _, tmp = halves
     history = str(tmp_path / "history.parquet")
@@ -104,21 +91,7 @@ def test_report_opens_in_headless_chromium_with_every_image_loaded(halves, tmp_p
         "waterfall_0.png",
         "waterfall_1.png",
     ]
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    assert chromium, "headless Chromium is needed (scripts/setup.sh installs Debian's chromium)"
-    dom = subprocess.run(
-        [
-            chromium,
-            *CHROMIUM_FLAGS,
-            f"--user-data-dir={tmp_path / 'profile'}",
-            "--virtual-time-budget=5000",
-            "--dump-dom",
-            f"file://{page}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    ).stdout
+    dom = dump_dom(Path(page), tmp_path / "profile")
     assert 'data-images="5"' in dom and 'data-images-loaded="5"' in dom
 
 
