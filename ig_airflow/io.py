@@ -176,6 +176,23 @@ def sha256_uri(uri: str) -> str:
     return digest.hexdigest()
 
 
+def read_bytes(uri: str) -> bytes:
+    """A whole file's bytes."""
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as fh:
+        return fh.read()
+
+
+def parquet_from_bytes(uri: str, data: bytes) -> pa.Table:
+    """A Parquet file already read into memory (``uri`` names it in errors), checked like
+    :func:`checked_text`."""
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputDataError(f"cannot read {uri} as Parquet: {exc}") from exc
+    return checked_text(uri, table)
+
+
 def read_parquet(uri: str, columns: list[str] | None = None) -> pa.Table:
     """A whole Parquet file (or the given columns), checked like :func:`checked_text`."""
     return checked_text(uri, open_parquet(uri).read(columns=columns))

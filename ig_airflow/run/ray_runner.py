@@ -27,7 +27,14 @@ import pyarrow as pa
 from ig_airflow.artifacts import read_metadata
 from ig_airflow.config import RunConfig
 from ig_airflow.exceptions import ConfigError, IGAirflowError, ModelCallError
-from ig_airflow.io import AtomicParquetWriter, open_parquet, read_parquet, write_json
+from ig_airflow.io import (
+    AtomicParquetWriter,
+    exists,
+    open_parquet,
+    parquet_from_bytes,
+    read_bytes,
+    write_json,
+)
 from ig_airflow.layout import RunLayout
 from ig_airflow.lease import HOLDER, run_lease
 from ig_airflow.run.explainer import build_explainer, require_columns
@@ -289,7 +296,9 @@ def _merge_shards(
         schema = build_explainer(config).table_schema(input_schema)
     with AtomicParquetWriter(layout.attributions, schema) as writer:
         for shard in written:
-            problem = shard_problem(layout, shard, done[shard.index])
+            uri = layout.shard_rows(shard.index)
+            data = read_bytes(uri) if exists(uri) else None  # read once: checked, then merged
+            problem = shard_problem(layout, shard, done[shard.index], data)
             if problem:
                 raise ShardFailed(f"{shard.describe()}: {problem}; it is not merged (re-run to recompute it)")
-            writer.write(read_parquet(layout.shard_rows(shard.index)))
+            writer.write(parquet_from_bytes(uri, data))

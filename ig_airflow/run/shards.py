@@ -4,6 +4,7 @@ whose record still matches."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -47,16 +48,19 @@ def shard_hashes(config: RunConfig, metadata: ArtifactMetadata) -> dict[str, Any
     }
 
 
-def shard_problem(layout: RunLayout, shard: Shard, record: dict[str, Any]) -> str | None:
-    """Why a shard's rows file does not match its record (missing, edited, truncated), or None."""
+def shard_problem(
+    layout: RunLayout, shard: Shard, record: dict[str, Any], data: bytes | None = None
+) -> str | None:
+    """Why a shard's rows file (or its bytes, when the caller has read them) does not match its
+    record (missing, edited, truncated), or None."""
     if not shard.rows:
         return None
     uri = layout.shard_rows(shard.index)
     if not record.get("sha256"):
         return "its record has no checksum"
-    if not exists(uri):
+    if data is None and not exists(uri):
         return f"{uri} is missing"
-    actual = sha256_uri(uri)
+    actual = sha256_uri(uri) if data is None else hashlib.sha256(data).hexdigest()
     if actual != record["sha256"]:
         return f"{uri} changed after it was written (sha256 {actual[:12]}, recorded {record['sha256'][:12]})"
     if record.get("rows") != shard.rows:
