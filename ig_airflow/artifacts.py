@@ -172,6 +172,13 @@ def load_artifact(uri: str, allow_pickle: bool = False) -> LoadedArtifact:
     return loaded
 
 
+def _spec_from_model(backend: FrameworkBackend, model: Any, spec: InputSpec) -> InputSpec:
+    """The spec with what the model itself says filled in (a backend's optional ``complete_spec``:
+    Keras StringLookup vocabularies, attribution layers)."""
+    complete_spec = getattr(backend, "complete_spec", None)
+    return complete_spec(model, spec) if complete_spec else spec
+
+
 def save_artifact(
     model: Any,
     uri: str,
@@ -195,16 +202,16 @@ def save_artifact(
 
     ``loader``: PyTorch ``state_dict`` (default; ``model_kwargs`` keep their order),
     ``torch_export``, ``torchscript``, ``pickle``; Keras ``keras`` (default) or ``savedmodel``.
-    ``example_rows`` (raw rows) and ``example_predictions`` (what your own serving code predicts
-    for them: the explained score, after this output's link and calibration) must be
-    reproduced within ``example_tolerance`` (absolute and relative); re-checked on every load.
+    ``example_rows`` (raw rows) and ``example_predictions`` (your own code's calibrated scores
+    for them: ``[rows]`` of the explained output, or ``[rows, n_outputs]``) must be reproduced
+    within ``example_tolerance`` (absolute and relative); re-checked on every load.
     """
-    spec = InputSpec.model_validate(inputs)
     if (example_rows is None) != (example_predictions is None):
         raise ArtifactError("example_rows and example_predictions are given together")
     staging = Path(tempfile.mkdtemp(prefix="ig_artifact_save_"))
     try:
         backend = backend_for_model(model)
+        spec = _spec_from_model(backend, model, InputSpec.model_validate(inputs))
         saved = backend.save(model, staging, spec, loader, model_class)
         examples = None
         if example_rows is not None:

@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="VALUE|COLUMN=VALUE",
         help="the row's id; COLUMN=VALUE once per id column when the run has several",
     )
+    why.add_argument(
+        "--target", help="multi-target runs: the class or output to show (default: the row's first)"
+    )
     why.add_argument("--top", type=int, default=10, help="features to show (default: 10; 0: all)")
     why.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -134,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "why":
             from ig_airflow.analysis.row_explanation import explain_prediction
 
-            explanation = explain_prediction(args.run, _row_ids(args.id))
+            explanation = explain_prediction(args.run, _row_ids(args.id), args.target)
             top = args.top or None
             if args.json:
                 print(json.dumps(explanation.to_dict(top=top), indent=2, default=str))

@@ -73,6 +73,19 @@ class BaselineSection(StrictModel):
     )
 
 
+class TopK(StrictModel):
+    """Each row's ``k`` highest-scoring outputs."""
+
+    top_k: int = Field(ge=1)
+
+
+Target = int | str | list[int | str] | TopK
+TARGET_HELP = (
+    "Output(s) to explain: a column index or class name, a list of them, 'predicted' (each row's "
+    "argmax) or {top_k: k}; several targets share one forward pass, one output row per target."
+)
+
+
 class IGSection(StrictModel):
     engine: Literal["vectorized", "captum"] = Field(
         "vectorized", description="vectorized: our batched engine; captum: reference backend."
@@ -97,6 +110,7 @@ class IGSection(StrictModel):
     dtype: Literal["float32", "float64"] = "float32"
     batch_rows: int = Field(4096, ge=1, description="Rows read from Parquet per batch.")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    target: Target | None = Field(None, description=TARGET_HELP + " Default: the artifact's output.target.")
     layer_attributions: list[str] = Field(
         default_factory=list,
         description="Hidden layers (PyTorch module names, Keras layer names) to attribute in their "

@@ -1,6 +1,9 @@
 """The output table of the IG stage: its columns and their types, for writers, readers and tests.
 
-Columns: the id columns (as typed in the input), ``attr__<feature>`` for every input feature
+Columns: the id columns (as typed in the input); with several targets per row (a list,
+``predicted``, ``top_k``) one output row per (row, target) and :data:`TARGET_TYPES`: ``target``
+(class name or output column) and ``target_rank`` (1 = first listed or highest score);
+``attr__<feature>`` for every input feature
 (categorical features summed over their embedding dimensions), then :data:`RESULT_COLUMNS`:
 ``prediction``, ``baseline_prediction``, ``delta`` (sum of attributions minus the prediction
 change), ``completeness_error`` (``|delta| / |prediction - baseline_prediction|``), ``n_steps``
@@ -25,6 +28,8 @@ RESULT_TYPES: dict[str, pa.DataType] = {
     "converged": pa.bool_(),
 }
 RESULT_COLUMNS = list(RESULT_TYPES)
+TARGET_COLUMN, RANK_COLUMN = "target", "target_rank"
+TARGET_TYPES: dict[str, pa.DataType] = {TARGET_COLUMN: pa.string(), RANK_COLUMN: pa.int64()}
 
 
 def attribution_column(feature: str) -> str:
@@ -56,10 +61,15 @@ def parse_layer_column(name: str) -> tuple[str, int] | None:
 
 
 def output_schema(
-    id_fields: Sequence[pa.Field], features: Sequence[str], layer_units: Mapping[str, int]
+    id_fields: Sequence[pa.Field],
+    features: Sequence[str],
+    layer_units: Mapping[str, int],
+    per_target: bool = False,
 ) -> pa.Schema:
-    """Schema of the output table: ids, attributions, results, then each layer's columns."""
+    """Schema of the output table: ids, (targets,) attributions, results, then each layer's columns."""
     fields = list(id_fields)
+    if per_target:
+        fields += [pa.field(name, kind) for name, kind in TARGET_TYPES.items()]
     fields += [pa.field(attribution_column(f), pa.float64()) for f in features]
     fields += [pa.field(name, kind) for name, kind in RESULT_TYPES.items()]
     for layer, units in layer_units.items():

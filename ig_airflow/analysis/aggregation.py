@@ -10,6 +10,9 @@ feature, see :mod:`ig_airflow.core.attribution`). This stage summarises a run:
 - ``layer_summary.parquet`` (runs with ``ig.layer_attributions``): per hidden layer and unit,
   mean |attribution|, mean attribution, share of the layer's total and rank in the layer.
 
+A multi-target run (a ``target`` column: a list, ``predicted`` or ``top_k``) is summarised per
+target: the feature and category summaries gain a ``target`` column.
+
 Columns are streamed one column chunk (row group) at a time: means, ranges and counts are
 exact, quantiles come from a 4,096-bin histogram (error at most one bin width), so a run of
 any length is summarised in memory proportional to one column chunk. Category summaries read
@@ -31,7 +34,13 @@ import pyarrow.compute as pc
 from ig_airflow.exceptions import InputDataError
 from ig_airflow.io import open_parquet, write_json, write_parquet
 from ig_airflow.layout import SummaryLayout
-from ig_airflow.results import ATTRIBUTION_PREFIX, attribution_column, parse_layer_column
+from ig_airflow.results import (
+    ATTRIBUTION_PREFIX,
+    RANK_COLUMN,
+    TARGET_COLUMN,
+    attribution_column,
+    parse_layer_column,
+)
 from ig_airflow.results import attribution_features as feature_columns
 
 log = logging.getLogger(__name__)
@@ -46,22 +55,42 @@ def attribution_features(uri: str) -> list[str]:
     return features
 
 
-def iter_column_chunks(uri: str, column: str) -> Iterator[np.ndarray]:
-    """A column, one column chunk (row group) at a time, as float64."""
+Where = tuple[str, Any] | None  # keep only the rows whose column equals the value
+
+
+def iter_column_chunks(uri: str, column: str, where: Where = None) -> Iterator[np.ndarray]:
+    """A column, one column chunk (row group) at a time, as float64; ``where=(name, value)``
+    keeps the rows where column ``name`` equals ``value`` (one target of a multi-target run)."""
     parquet = open_parquet(uri)
     for i in range(parquet.metadata.num_row_groups):
-        yield (
-            parquet.read_row_group(i, columns=[column])
-            .column(0)
-            .to_numpy(zero_copy_only=False)
-            .astype(np.float64)
-        )
+        if where is None:
+            table = parquet.read_row_group(i, columns=[column])
+        else:
+            table = parquet.read_row_group(i, columns=[column, where[0]])
+            table = table.filter(pc.equal(table.column(1), pa.scalar(where[1], table.schema.field(1).type)))
+        yield table.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-def read_column(uri: str, column: str) -> np.ndarray:
+def read_column(uri: str, column: str, where: Where = None) -> np.ndarray:
     """A whole column as float64 (for small files and per-row views such as plots)."""
-    parts = list(iter_column_chunks(uri, column))
+    parts = list(iter_column_chunks(uri, column, where))
     return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def run_targets(uri: str) -> list[str]:
+    """The targets of a multi-target run (a ``target`` column), most explained first; [] otherwise."""
+    parquet = open_parquet(uri)
+    if TARGET_COLUMN not in parquet.schema_arrow.names:
+        return []
+    counts = parquet.read(columns=[TARGET_COLUMN]).column(0).value_counts().to_pylist()
+    return [c["values"] for c in sorted(counts, key=lambda c: (-c["counts"], c["values"]))]
+
+
+def primary_rows(uri: str) -> Where:
+    """Each row's first target in a multi-target run (``target_rank == 1``: the first listed,
+    or the predicted class): what a single-target view (drift, report) looks at."""
+    names = open_parquet(uri).schema_arrow.names
+    return (RANK_COLUMN, 1) if RANK_COLUMN in names else None
 
 
 @dataclass
@@ -83,17 +112,17 @@ class ColumnStats:
             self.high = max(self.high, float(values.max()))
 
 
-def column_stats(uri: str, column: str) -> ColumnStats:
+def column_stats(uri: str, column: str, where: Where = None) -> ColumnStats:
     stats = ColumnStats()
-    for chunk in iter_column_chunks(uri, column):
+    for chunk in iter_column_chunks(uri, column, where):
         stats.add(chunk)
     return stats
 
 
-def column_histogram(uri: str, column: str, edges: np.ndarray) -> np.ndarray:
+def column_histogram(uri: str, column: str, edges: np.ndarray, where: Where = None) -> np.ndarray:
     """Counts of a column on ``edges`` (values outside go to the end bins), streamed."""
     counts = np.zeros(len(edges) - 1, dtype=np.int64)
-    for chunk in iter_column_chunks(uri, column):
+    for chunk in iter_column_chunks(uri, column, where):
         counts += np.histogram(np.clip(chunk, edges[0], edges[-1]), edges)[0]
     return counts
 
@@ -107,17 +136,18 @@ def histogram_quantiles(counts: np.ndarray, edges: np.ndarray, quantiles: Sequen
     return [float(np.interp(q, cdf, edges)) for q in quantiles]
 
 
-def feature_summary(uri: str) -> pd.DataFrame:
+def feature_summary(uri: str, where: Where = None) -> pd.DataFrame:
     """Global importance of every feature in an attributions file (see the module docstring).
     Two streamed passes per column: exact moments and range, then a histogram of
-    ``QUANTILE_BINS`` bins for the quantiles."""
+    ``QUANTILE_BINS`` bins for the quantiles. ``where`` restricts it to one target's rows."""
     rows = []
     for feature in attribution_features(uri):
         column = attribution_column(feature)
-        stats = column_stats(uri, column)
+        stats = column_stats(uri, column, where)
         if stats.count and stats.high > stats.low:
             edges = np.linspace(stats.low, stats.high, QUANTILE_BINS + 1)
-            quantiles = histogram_quantiles(column_histogram(uri, column, edges), edges, QUANTILES)
+            counts = column_histogram(uri, column, edges, where)
+            quantiles = histogram_quantiles(counts, edges, QUANTILES)
         else:
             quantiles = [stats.low if stats.count else float("nan")] * len(QUANTILES)
         rows.append(
@@ -172,40 +202,57 @@ def layer_summary(uri: str) -> pd.DataFrame:
 def category_summary(
     attributions_uri: str, inputs_uri: str, categorical: list[str], id_columns: list[str]
 ) -> pd.DataFrame:
-    """Mean attribution per categorical feature and value. ``inputs_uri`` holds the explained
-    rows in the same order as the attributions (the validated file); ids are checked."""
+    """Mean attribution per categorical feature and value (and per target in a multi-target
+    run). ``inputs_uri`` holds the explained rows in the same order as the attributions (the
+    validated file; each row repeated once per target in the attributions); ids are checked."""
     inputs = open_parquet(inputs_uri)
     attributions = open_parquet(attributions_uri)
-    if inputs.metadata.num_rows != attributions.metadata.num_rows:
+    n_inputs, n_rows = inputs.metadata.num_rows, attributions.metadata.num_rows
+    targets = run_targets(attributions_uri)
+    per_row = n_rows // n_inputs if n_inputs and n_rows % n_inputs == 0 else 0
+    if n_rows != n_inputs and not (targets and per_row):
         raise InputDataError(
-            f"{inputs_uri} has {inputs.metadata.num_rows} rows but {attributions_uri} has "
-            f"{attributions.metadata.num_rows}; they must be the same explained rows"
+            f"{inputs_uri} has {n_inputs} rows but {attributions_uri} has {n_rows}; they must be the "
+            "same explained rows"
         )
+    rows = pa.array(np.repeat(np.arange(n_inputs), max(per_row, 1)))
     for column in id_columns:
-        if not pc.all(
-            pc.equal(inputs.read(columns=[column]).column(0), attributions.read(columns=[column]).column(0))
-        ).as_py():
+        explained = inputs.read(columns=[column]).column(0).take(rows)
+        if not pc.all(pc.equal(explained, attributions.read(columns=[column]).column(0))).as_py():
             raise InputDataError(f"id column {column!r} differs between {inputs_uri} and {attributions_uri}")
+    keys = ["target", "value"] if targets else ["value"]
     frames = []
     for feature in categorical:
-        values = inputs.read(columns=[feature]).column(0)
+        values = pc.cast(inputs.read(columns=[feature]).column(0).take(rows), pa.string())
         scores = pa.chunked_array([read_column(attributions_uri, attribution_column(feature))])
-        table = pa.table({"value": pc.cast(values, pa.string()), "attribution": scores})
+        table = pa.table({"value": values, "attribution": scores})
+        if targets:
+            table = table.append_column("target", attributions.read(columns=[TARGET_COLUMN]).column(0))
         table = table.append_column("abs_attribution", pc.abs(table.column("attribution")))
         grouped = (
-            table.group_by("value")
+            table.group_by(keys)
             .aggregate([("attribution", "count"), ("attribution", "mean"), ("abs_attribution", "mean")])
             .to_pandas()
         )
-        grouped.columns = ["value", "rows", "mean_attribution", "mean_abs_attribution"]
+        grouped.columns = [*keys, "rows", "mean_attribution", "mean_abs_attribution"]
         grouped.insert(0, "feature", feature)
         frames.append(grouped)
+    columns = ["feature", *keys, "rows", "mean_attribution", "mean_abs_attribution"]
     if not frames:
-        return pd.DataFrame(columns=["feature", "value", "rows", "mean_attribution", "mean_abs_attribution"])
-    result = pd.concat(frames, ignore_index=True)
-    return result.sort_values(["feature", "mean_abs_attribution"], ascending=[True, False]).reset_index(
-        drop=True
-    )
+        return pd.DataFrame(columns=columns)
+    result = pd.concat(frames, ignore_index=True)[columns]
+    order = ["feature", *keys[:-1], "mean_abs_attribution"]
+    return result.sort_values(order, ascending=[True] * (len(order) - 1) + [False]).reset_index(drop=True)
+
+
+def run_feature_summary(uri: str) -> pd.DataFrame:
+    """:func:`feature_summary`, per target (a ``target`` column first) in a multi-target run."""
+    targets = run_targets(uri)
+    if not targets:
+        return feature_summary(uri)
+    frames = [feature_summary(uri, (TARGET_COLUMN, t)).assign(target=t) for t in targets]
+    frame = pd.concat(frames, ignore_index=True)
+    return frame[["target", *[c for c in frame.columns if c != "target"]]]
 
 
 def summarise_run(
@@ -218,13 +265,17 @@ def summarise_run(
     """Write ``feature_summary.parquet`` (and ``category_summary.parquet`` when the inputs and
     categorical features are given) under ``output_uri``; returns their URIs and counts."""
     layout = SummaryLayout(output_uri)
-    features = feature_summary(attributions_uri)
+    summary = run_feature_summary(attributions_uri)
     outputs = {"feature_summary": layout.table("feature")}
-    write_parquet(outputs["feature_summary"], pa.Table.from_pandas(features, preserve_index=False))
+    write_parquet(outputs["feature_summary"], pa.Table.from_pandas(summary, preserve_index=False))
+    targets = run_targets(attributions_uri)
+    features = feature_summary(attributions_uri, primary_rows(attributions_uri)) if targets else summary
     result: dict[str, Any] = {
         "features": len(features),
         "rows": int(features["rows"].max()) if len(features) else 0,
     }
+    if targets:
+        result["targets"] = targets
     if inputs_uri and categorical:
         categories = category_summary(attributions_uri, inputs_uri, categorical, id_columns or [])
         outputs["category_summary"] = layout.table("category")

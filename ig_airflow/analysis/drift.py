@@ -25,7 +25,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ig_airflow.analysis.aggregation import attribution_features, column_histogram, feature_summary
+from ig_airflow.analysis.aggregation import (
+    attribution_features,
+    column_histogram,
+    feature_summary,
+    primary_rows,
+)
 from ig_airflow.config import DriftSection
 from ig_airflow.exceptions import ConfigError, DriftAlert
 from ig_airflow.io import exclusive, exists, read_parquet, write_json, write_parquet
@@ -110,9 +115,11 @@ class DriftReport:
 
 
 def compare_runs(reference_uri: str, current_uri: str, settings: DriftSection) -> DriftReport:
-    """Drift of ``current_uri``'s attributions against ``reference_uri``'s."""
-    ref_summary = feature_summary(reference_uri).set_index("feature")
-    cur_summary = feature_summary(current_uri).set_index("feature")
+    """Drift of ``current_uri``'s attributions against ``reference_uri``'s (in a multi-target
+    run, of each row's first target: the first listed or the predicted class)."""
+    ref_rows, cur_rows = primary_rows(reference_uri), primary_rows(current_uri)
+    ref_summary = feature_summary(reference_uri, ref_rows).set_index("feature")
+    cur_summary = feature_summary(current_uri, cur_rows).set_index("feature")
     ref_imp = ref_summary["mean_abs_attribution"].to_dict()
     cur_imp = cur_summary["mean_abs_attribution"].to_dict()
     k = min(settings.top_k, len(cur_imp))
@@ -125,8 +132,8 @@ def compare_runs(reference_uri: str, current_uri: str, settings: DriftSection) -
     for feature in shared:
         column = attribution_column(feature)
         edges = shared_edges(ref_summary.loc[feature], cur_summary.loc[feature], settings.bins)
-        p = column_histogram(reference_uri, column, edges).astype(np.float64)
-        q = column_histogram(current_uri, column, edges).astype(np.float64)
+        p = column_histogram(reference_uri, column, edges, ref_rows).astype(np.float64)
+        q = column_histogram(current_uri, column, edges, cur_rows).astype(np.float64)
         p, q = p / max(p.sum(), 1.0), q / max(q.sum(), 1.0)
         rows.append(
             {
@@ -227,7 +234,7 @@ def summarise_drift(
     if reference == "previous":
         reference = previous_run(settings.history_uri, run_key)
     result: dict[str, Any] = {"run_key": run_key, "current": current_uri, "reference": reference}
-    summary = feature_summary(current_uri)
+    summary = feature_summary(current_uri, primary_rows(current_uri))
     if settings.history_uri:
         extra = {"attributions_uri": current_uri}
         result["history_rows"] = append_history(settings.history_uri, run_key, summary, extra)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ig_airflow.analysis.aggregation import feature_summary, read_column
+from ig_airflow.analysis.aggregation import feature_summary, primary_rows, read_column
 from ig_airflow.analysis.report_template import render_report
 from ig_airflow.io import atomic_write_bytes, exists, read_json, read_parquet
 from ig_airflow.layout import ReportLayout, RunLayout
@@ -170,9 +170,9 @@ def build_report(
     layout = RunLayout(run_uri)
     report = layout.report
     summary_uri = layout.summary.table("feature")
-    summary = (
-        read_parquet(summary_uri).to_pandas() if exists(summary_uri) else feature_summary(layout.attributions)
-    )
+    summary = read_parquet(summary_uri).to_pandas() if exists(summary_uri) else None
+    if summary is None or "target" in summary.columns:  # a multi-target run: each row's first target
+        summary = feature_summary(layout.attributions, primary_rows(layout.attributions))
     plot_importance(summary, report.image("importance.png"))
     rows = top_rows(layout.attributions, waterfall_rows, id_columns or [], waterfall_ids)
     context = {

@@ -22,7 +22,14 @@ import pyarrow.parquet as pq
 from ig_airflow.exceptions import InputDataError
 from ig_airflow.io import exists, filesystem, read_json
 from ig_airflow.layout import RunLayout
-from ig_airflow.results import RESULT_COLUMNS, attribution_column, attribution_features
+from ig_airflow.results import (
+    RANK_COLUMN,
+    RESULT_COLUMNS,
+    TARGET_COLUMN,
+    TARGET_TYPES,
+    attribution_column,
+    attribution_features,
+)
 
 
 @dataclass
@@ -56,6 +63,8 @@ class PredictionExplanation:
             return f"{key}: not explained, quarantined by validation: {self.quarantine_reason} [{values}]"
         r = self.result
         state = "converged" if r["converged"] else "NOT converged (above the run's tolerance)"
+        if "target" in r:
+            key += f", target {r['target']} (rank {r['target_rank']})"
         lines = [
             f"{key}: prediction {r['prediction']:.4f} vs baseline {r['baseline_prediction']:.4f} "
             f"(change {r['prediction'] - r['baseline_prediction']:+.4f})",
@@ -83,13 +92,15 @@ def _short(value: Any) -> str:
     return text if len(text) <= 16 else text[:15] + "~"
 
 
-def explain_prediction(run_uri: str, row: Any) -> PredictionExplanation:
+def explain_prediction(run_uri: str, row: Any, target: str | None = None) -> PredictionExplanation:
     """Look up one row of the run at ``run_uri`` (the directory holding ``manifest.json``).
 
     Args:
         run_uri: the run's output directory (local path or fsspec URI).
         row: the row's id value, or ``{id_column: value}`` when the run has several id columns.
             Strings are converted to the id column's type (as typed on a command line).
+        target: in a multi-target run, the target (class name or output column) to show;
+            default: the row's first (the first listed, or its predicted class).
     """
     manifest_uri = RunLayout(run_uri).manifest
     if not exists(manifest_uri):
@@ -99,12 +110,16 @@ def explain_prediction(run_uri: str, row: Any) -> PredictionExplanation:
     fs, path = filesystem(attributions_uri)
     schema = pq.read_schema(path, filesystem=fs)
     features = attribution_features(schema.names)
-    id_columns = (
-        manifest.get("id_columns") or schema.names[: schema.names.index(attribution_column(features[0]))]
-    )
+    id_columns = manifest.get("id_columns") or [
+        n
+        for n in schema.names[: schema.names.index(attribution_column(features[0]))]
+        if n not in TARGET_TYPES
+    ]
     ids = _typed_ids(row, id_columns, schema, attributions_uri)
     filters = [(column, "==", value) for column, value in ids.items()]
-    found = pq.read_table(path, filesystem=fs, filters=filters)
+    found = pq.read_table(
+        path, filesystem=fs, filters=filters + _target_filter(schema, target, attributions_uri)
+    )
     if found.num_rows == 0:
         return _quarantined_or_missing(run_uri, manifest, ids, filters, attributions_uri)
     if found.num_rows > 1:
@@ -132,9 +147,18 @@ def explain_prediction(run_uri: str, row: Any) -> PredictionExplanation:
         run_uri=str(run_uri),
         ids=ids,
         status="explained",
-        result={k: explained[k] for k in RESULT_COLUMNS},
+        result={k: explained[k] for k in [*TARGET_TYPES, *RESULT_COLUMNS] if k in explained},
         contributions=contributions.loc[order].reset_index(drop=True),
     )
+
+
+def _target_filter(schema: pa.Schema, target: str | None, uri: str) -> list[tuple[str, str, Any]]:
+    """One target of a multi-target run: the one named, else the row's first."""
+    if TARGET_COLUMN not in schema.names:
+        if target is not None:
+            raise InputDataError(f"{uri}: the run explains one output; it has no targets to choose from")
+        return []
+    return [(TARGET_COLUMN, "==", str(target))] if target is not None else [(RANK_COLUMN, "==", 1)]
 
 
 def _typed_ids(row: Any, id_columns: list[str], schema: pa.Schema, uri: str) -> dict[str, Any]:

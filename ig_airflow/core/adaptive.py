@@ -21,20 +21,22 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class RowAttributions:
-    """Result for a block of rows; every array has one entry per row."""
+    """Result for a block of B rows with T targets each; every array has one entry per
+    (row, target), rows major (B * T entries; B with one target)."""
 
-    attributions: np.ndarray  # [B, F]
+    attributions: np.ndarray  # [B*T, F]
     prediction: np.ndarray
     baseline_prediction: np.ndarray
     delta: np.ndarray  # sum(attr) - (F(x) - F(x')) at the final step count
     completeness_error: np.ndarray  # |delta| / |F(x) - F(x')|
-    n_steps: np.ndarray  # final step count per row
+    n_steps: np.ndarray  # final step count per (row, target)
     converged: np.ndarray  # bool: met the tolerance (always True without a tolerance)
-    gradient_evaluations: int  # interpolated rows evaluated (forward+backward), all passes
+    gradient_evaluations: int  # interpolated rows x targets evaluated (backward passes), all passes
+    targets: np.ndarray  # int [B, T] output column of each target
 
 
-def _completeness(result: FixedStepResult, baseline_prediction: float) -> tuple[np.ndarray, np.ndarray]:
-    change = result.prediction - baseline_prediction
+def _completeness(result: FixedStepResult) -> tuple[np.ndarray, np.ndarray]:
+    change = result.prediction - result.baseline_prediction
     delta = result.attributions.sum(axis=1) - change
     return delta, np.abs(delta) / np.maximum(np.abs(change), 1e-12)
 
@@ -46,41 +48,50 @@ def _meets(delta: np.ndarray, change: np.ndarray, settings: IGSection) -> np.nda
 
 
 def adaptive_attributions(
-    attributor: Attributor, numeric: np.ndarray, categorical: np.ndarray, settings: IGSection
+    attributor: Attributor,
+    numeric: np.ndarray,
+    categorical: np.ndarray,
+    settings: IGSection,
+    targets: np.ndarray | None = None,
 ) -> RowAttributions:
-    """Explain rows with ``settings.n_steps``, then refine rows above the tolerance."""
-    n_rows = len(numeric)
+    """Explain rows with ``settings.n_steps``, then refine rows with a (row, target) above the
+    tolerance (all of the row's targets, which share its forward passes)."""
     steps = settings.n_steps
-    first = attributor.attribute(numeric, categorical, steps)
+    first = attributor.attribute(numeric, categorical, steps, targets)
+    targets = first.targets
+    n_targets = targets.shape[1]
     output = first.integrated_gradients if not settings.multiply_by_inputs else first.attributions
     attributions = np.array(output, dtype=np.float64, copy=True)
     prediction = first.prediction.astype(np.float64)
-    delta, error = _completeness(first, attributor.baseline_prediction)
-    change = prediction - attributor.baseline_prediction
-    n_steps = np.full(n_rows, steps, dtype=np.int64)
-    evaluations = n_rows * steps
+    baseline_prediction = first.baseline_prediction.astype(np.float64)
+    delta, error = _completeness(first)
+    change = prediction - baseline_prediction
+    n_steps = np.full(len(prediction), steps, dtype=np.int64)
+    evaluations = len(numeric) * steps * n_targets
     pending = np.flatnonzero(~_meets(delta, change, settings))
     while len(pending) and steps < settings.max_steps:
         steps = min(steps * 2, settings.max_steps)
-        refined = attributor.attribute(numeric[pending], categorical[pending], steps)
-        evaluations += len(pending) * steps
-        r_delta, r_error = _completeness(refined, attributor.baseline_prediction)
+        rows = np.unique(pending // n_targets)
+        entries = (rows[:, None] * n_targets + np.arange(n_targets)).reshape(-1)
+        refined = attributor.attribute(numeric[rows], categorical[rows], steps, targets[rows])
+        evaluations += len(rows) * steps * n_targets
+        r_delta, r_error = _completeness(refined)
         chosen = refined.integrated_gradients if not settings.multiply_by_inputs else refined.attributions
-        attributions[pending] = chosen
-        delta[pending], error[pending], n_steps[pending] = r_delta, r_error, steps
-        prediction[pending] = refined.prediction  # same rows; keeps delta consistent bit for bit
-        still = ~_meets(r_delta, change[pending], settings)
-        log.debug("adaptive IG: %d of %d rows refined at %d steps", len(pending), n_rows, steps)
-        pending = pending[still]
-    converged = np.ones(n_rows, dtype=bool)
+        attributions[entries] = chosen
+        delta[entries], error[entries], n_steps[entries] = r_delta, r_error, steps
+        prediction[entries] = refined.prediction  # same rows; keeps delta consistent bit for bit
+        log.debug("adaptive IG: %d of %d rows refined at %d steps", len(rows), len(numeric), steps)
+        pending = entries[~_meets(r_delta, change[entries], settings)]
+    converged = np.ones(len(prediction), dtype=bool)
     converged[pending] = False
     return RowAttributions(
         attributions=attributions,
         prediction=prediction,
-        baseline_prediction=np.full(n_rows, attributor.baseline_prediction),
+        baseline_prediction=baseline_prediction,
         delta=delta,
         completeness_error=error,
         n_steps=n_steps,
         converged=converged,
         gradient_evaluations=evaluations,
+        targets=targets,
     )

@@ -5,8 +5,10 @@ chunk (gradients with respect to the interpolated inputs only), weighted by a qu
 whose weights sum to 1. Categorical features are attributed at their embedding layers: the
 looked-up vectors of the input and of the baseline are interpolated and substituted for the
 layers' outputs (every embedding in the same pass), then summed over the embedding dimension.
-A hidden layer is attributed the same way in its activation space, one score per unit
-(Captum's ``LayerIntegratedGradients``, alibi's ``layer=``).
+Every target output of a row (a list, ``predicted``, ``top_k``) is explained from the same
+forward pass: one backward per target on the shared graph. A hidden layer is attributed the
+same way in its activation space, one score per unit (Captum's ``LayerIntegratedGradients``,
+alibi's ``layer=``).
 
 The framework enters only through a :class:`~ig_airflow.core.backend.ModelAdapter` (calling the
 model, capturing and substituting layers) and its :class:`~ig_airflow.core.backend.TensorOps`.
@@ -15,6 +17,7 @@ model, capturing and substituting layers) and its :class:`~ig_airflow.core.backe
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -22,7 +25,9 @@ import numpy as np
 from ig_airflow.config import IGSection
 from ig_airflow.core.backend import FixedStepResult, ModelAdapter, TensorOps
 from ig_airflow.core.baselines import Baseline
+from ig_airflow.core.calling import fold_dense, model_arrays
 from ig_airflow.core.chunking import row_chunks, rows_within_budget
+from ig_airflow.core.outputs import is_per_target, target_columns, target_setting
 from ig_airflow.core.quadrature import rule
 from ig_airflow.exceptions import ConfigError
 
@@ -38,19 +43,25 @@ def integrate_paths(
     interpolated_rows: int,
     output_on_path: Callable[[list[Any], slice], Any],
 ) -> list[np.ndarray]:
-    """Integrated gradients of ``output_on_path(path, rows)`` along the straight paths from
-    ``bases`` to ``values`` (each ``[rows, *shape]``), chunk by chunk; float64 arrays."""
+    """Integrated gradients of each target column of ``output_on_path(path, rows)`` (``[points,
+    n_targets]``) along the straight paths from ``bases`` to ``values`` (each ``[rows, *shape]``),
+    chunk by chunk, every target from the same forward pass; float64 ``[rows, n_targets, *shape]``."""
     weights_np, alphas_np = rule(method, n_steps)
     weights, alphas = ops.constant(weights_np), ops.constant(alphas_np)
-    parts: list[list[Any]] = [[] for _ in values]
+    parts: list[list[list[Any]]] = [[] for _ in values]  # input -> chunk -> target
     for rows in row_chunks(len(values[0]), n_steps, interpolated_rows):
         path = [ops.interpolate(base, value[rows], alphas) for value, base in zip(values, bases, strict=True)]
-        grads = ops.gradients(lambda points, rows=rows: output_on_path(points, rows), path)
-        for part, grad in zip(parts, grads, strict=True):
-            part.append(ops.integrate(grad, weights, rows.stop - rows.start))
+        per_target = ops.gradients(lambda points, rows=rows: output_on_path(points, rows), path)
+        for i, part in enumerate(parts):
+            part.append([ops.integrate(grads[i], weights, rows.stop - rows.start) for grads in per_target])
     if not parts[0]:
-        return [np.zeros((0, *tuple(value.shape[1:]))) for value in values]
-    return [ops.numpy(ops.concat(part)) for part in parts]
+        return [np.zeros((0, 1, *tuple(value.shape[1:]))) for value in values]
+    return [
+        np.stack(
+            [np.concatenate([ops.numpy(chunk[t]) for chunk in part]) for t in range(len(part[0]))], axis=1
+        )
+        for part in parts
+    ]
 
 
 def combine(
@@ -59,93 +70,156 @@ def combine(
     values: Sequence[Any],
     bases: Sequence[Any],
     summed: Sequence[bool],
-    prediction: Any,
+    scores: TargetScores,
+    fold: Callable[[np.ndarray, bool], np.ndarray] | None = None,
 ) -> FixedStepResult:
-    """Attributions ``IG * (x - x')`` per column: each block flattened per row, summed to one
-    column where ``summed`` says so (an embedding's dimensions)."""
+    """Attributions ``IG * (x - x')`` per column and per (row, target), rows major: each block
+    flattened per row, summed to one column where ``summed`` says so (an embedding's
+    dimensions), then ``fold`` maps model columns to features (dense one-hot blocks)."""
     attributions, raw = [], []
+    n_targets = scores.targets.shape[1]
     for ig, value, base, total in zip(integrals, values, bases, summed, strict=True):
         rows = len(ig)
-        flat = ig.reshape(rows, -1)
-        diff = ops.numpy(value - base).reshape(rows, -1)
+        flat = ig.reshape(rows * n_targets, -1)
+        diff = np.repeat(ops.numpy(value - base).reshape(rows, -1), n_targets, axis=0)
         attributions.append((flat * diff).sum(1, keepdims=True) if total else flat * diff)
         raw.append(flat.sum(1, keepdims=True) if total else flat)
+    attr, grads = np.concatenate(attributions, 1), np.concatenate(raw, 1)
+    if fold is not None:
+        attr, grads = fold(attr, False), fold(grads, True)
     return FixedStepResult(
-        attributions=np.concatenate(attributions, 1),
-        integrated_gradients=np.concatenate(raw, 1),
-        prediction=ops.numpy(prediction).reshape(-1),
+        attributions=attr,
+        integrated_gradients=grads,
+        prediction=scores.at_input.reshape(-1),
+        baseline_prediction=scores.at_baseline.reshape(-1),
+        targets=scores.targets,
     )
 
 
+@dataclass
+class TargetScores:
+    """The explained scores of a block of rows: target columns ``[rows, n_targets]``, the
+    calibrated score of each at the input and at the baseline."""
+
+    targets: np.ndarray
+    at_input: np.ndarray
+    at_baseline: np.ndarray
+
+
 class InputAttributor:
-    """IG for a model against one baseline row: numeric inputs and embedding layers.
+    """IG for a model against one baseline row: numeric inputs and embedding layers, for every
+    target output of each row in one pass.
 
     Args:
         adapter: the backend's model adapter (tensors, calls, layer hooks, tensor ops).
         baseline: resolved baseline row.
-        settings: the run's ``ig`` section (method, internal batch size, memory budget).
+        settings: the run's ``ig`` section (method, internal batch size, memory budget, target).
     """
 
     def __init__(self, adapter: ModelAdapter, baseline: Baseline, settings: IGSection):
         self.adapter = adapter
         self.ops = adapter.ops
         self.settings = settings
+        self.spec = adapter.metadata.inputs
+        self.output = adapter.metadata.output
+        self.target = target_setting(self.output, settings.target)
         self.layers = adapter.embedding_layers
-        self.base_num, self.base_cat = adapter.tensors(
-            baseline.numeric[None, :], baseline.categorical[None, :]
-        )
-        self.base_embeddings, prediction = self.embed(self.base_num, self.base_cat)
-        self.baseline_prediction = float(self.ops.numpy(prediction)[0])
+        self.base_num, self.base_cat = self.tensors(baseline.numeric[None, :], baseline.categorical[None, :])
+        self.base_embeddings, scores = self.embed(self.base_num, self.base_cat)
+        self.baseline_scores = self.ops.numpy(scores)[0]
+        target_columns(self.target, self.output, self.baseline_scores[None, :])  # a bad target fails here
         self.internal_batch_size = settings.internal_batch_size or rows_within_budget(
             settings.memory_budget_mb,
             adapter.bytes_per_interpolated_row(
-                *adapter.tensors(
+                *self.tensors(
                     np.repeat(baseline.numeric[None, :], PROBE_ROWS, 0),
                     np.repeat(baseline.categorical[None, :], PROBE_ROWS, 0),
                 )
             ),
         )
 
+    def tensors(self, numeric: np.ndarray, categorical: np.ndarray) -> tuple[Any, Any]:
+        """Encoded rows as the model's float and index tensors (scaled; dense one-hot)."""
+        return self.adapter.tensors(*model_arrays(self.spec, numeric, categorical))
+
+    def fold(self, block: np.ndarray, per_unit: bool) -> np.ndarray:
+        return fold_dense(self.spec, block, per_unit)
+
+    @property
+    def baseline_prediction(self) -> float:
+        """The baseline's score at the single configured target (NaN when targets vary by row)."""
+        if is_per_target(self.target):
+            return float("nan")
+        column = target_columns(self.target, self.output, self.baseline_scores[None, :])[0, 0]
+        return float(self.baseline_scores[column])
+
+    def scores(self, scores: Any, targets: np.ndarray | None) -> TargetScores:
+        """Target columns (resolved from the rows' scores unless given) and their scores."""
+        matrix = self.ops.numpy(scores)
+        if targets is None:
+            targets = target_columns(self.target, self.output, matrix)
+        return TargetScores(
+            targets=targets,
+            at_input=np.take_along_axis(matrix, targets, axis=1),
+            at_baseline=self.baseline_scores[targets],
+        )
+
+    def on_path(self, scores: Any, targets: np.ndarray, rows: slice, n_steps: int) -> Any:
+        """The target columns of the scores on the path points of ``rows``."""
+        return self.ops.take(scores, np.repeat(targets[rows], n_steps, axis=0))
+
     def embed(self, x_num: Any, x_cat: Any) -> tuple[list[Any], Any]:
-        """The embedding layers' outputs and the prediction for these rows."""
+        """The embedding layers' outputs and the calibrated scores for these rows."""
         with self.adapter.inference(), self.adapter.capture(self.layers) as captured:
-            prediction = self.adapter(x_num, x_cat)
-        return list(captured), prediction
+            scores = self.adapter(x_num, x_cat)
+        return list(captured), scores
 
     def layer(self, name: str) -> LayerAttributor:
         """An attributor for the units of the hidden layer ``name``."""
         return LayerAttributor(self, name)
 
-    def attribute(self, numeric: np.ndarray, categorical: np.ndarray, n_steps: int) -> FixedStepResult:
-        x_num, x_cat = self.adapter.tensors(numeric, categorical)
-        embeddings, prediction = self.embed(x_num, x_cat)
+    def attribute(
+        self, numeric: np.ndarray, categorical: np.ndarray, n_steps: int, targets: np.ndarray | None = None
+    ) -> FixedStepResult:
+        x_num, x_cat = self.tensors(numeric, categorical)
+        embeddings, scores = self.embed(x_num, x_cat)
+        explained = self.scores(scores, targets)
         values, bases = [x_num, *embeddings], [self.base_num, *self.base_embeddings]
-        integrals = self.input_integrals(values, bases, x_cat, n_steps)
-        return combine(self.ops, integrals, values, bases, [False] + [True] * len(embeddings), prediction)
+        integrals = self.input_integrals(values, bases, x_cat, n_steps, explained.targets)
+        summed = [False] + [True] * len(embeddings)
+        return combine(self.ops, integrals, values, bases, summed, explained, self.fold)
 
     def input_integrals(
-        self, values: list[Any], bases: list[Any], x_cat: Any, n_steps: int
+        self, values: list[Any], bases: list[Any], x_cat: Any, n_steps: int, targets: np.ndarray
     ) -> list[np.ndarray]:
-        """IG of the numeric inputs and the embedding outputs (vectorised)."""
+        """IG of the numeric inputs and the embedding outputs (vectorised), per target."""
 
         def output(path: list[Any], rows: slice) -> Any:
             with self.adapter.substitute(self.layers, path[1:]):
-                return self.adapter(path[0], self.ops.repeat(x_cat[rows], n_steps))
+                scores = self.adapter(path[0], self.ops.repeat(x_cat[rows], n_steps))
+            return self.on_path(scores, targets, rows, n_steps)
 
         return integrate_paths(
             self.ops, values, bases, n_steps, self.settings.method, self.internal_batch_size, output
         )
 
     def layer_integrals(
-        self, layer: LayerAttributor, x_num: Any, x_cat: Any, activation: Any, n_steps: int
+        self,
+        layer: LayerAttributor,
+        x_num: Any,
+        x_cat: Any,
+        activation: Any,
+        n_steps: int,
+        targets: np.ndarray,
     ) -> np.ndarray:
-        """IG in the activation space of ``layer`` (vectorised)."""
+        """IG in the activation space of ``layer`` (vectorised), per target."""
 
         def output(path: list[Any], rows: slice) -> Any:
             with self.adapter.substitute([layer.layer], path):
-                return self.adapter(
+                scores = self.adapter(
                     self.ops.repeat(x_num[rows], n_steps), self.ops.repeat(x_cat[rows], n_steps)
                 )
+            return self.on_path(scores, targets, rows, n_steps)
 
         return integrate_paths(
             self.ops,
@@ -179,13 +253,19 @@ class LayerAttributor:
             raise ConfigError(f"ig.layer_attributions: layer {name!r} does not return one tensor")
         self.base = captured[0]
         self.units = int(np.prod(self.base.shape[1:]))
-        self.baseline_prediction = parent.baseline_prediction
 
-    def attribute(self, numeric: np.ndarray, categorical: np.ndarray, n_steps: int) -> FixedStepResult:
+    @property
+    def baseline_prediction(self) -> float:
+        return self.parent.baseline_prediction
+
+    def attribute(
+        self, numeric: np.ndarray, categorical: np.ndarray, n_steps: int, targets: np.ndarray | None = None
+    ) -> FixedStepResult:
         adapter = self.parent.adapter
-        x_num, x_cat = adapter.tensors(numeric, categorical)
+        x_num, x_cat = self.parent.tensors(numeric, categorical)
         with adapter.inference(), adapter.capture([self.layer]) as captured:
-            prediction = adapter(x_num, x_cat)
+            scores = adapter(x_num, x_cat)
+        explained = self.parent.scores(scores, targets)
         activation = captured[0]
-        integral = self.parent.layer_integrals(self, x_num, x_cat, activation, n_steps)
-        return combine(self.parent.ops, [integral], [activation], [self.base], [False], prediction)
+        integral = self.parent.layer_integrals(self, x_num, x_cat, activation, n_steps, explained.targets)
+        return combine(self.parent.ops, [integral], [activation], [self.base], [False], explained)

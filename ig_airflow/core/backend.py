@@ -36,20 +36,24 @@ ENTRY_POINT_GROUP = "ig_airflow.backends"
 
 @dataclass
 class FixedStepResult:
-    """Attributions of a block of rows at one step count."""
+    """Attributions of a block of B rows with T targets each at one step count; every array
+    has one entry per (row, target), rows major (B * T)."""
 
-    attributions: np.ndarray  # [B, F] in input-spec order, multiplied by (x - x')
-    integrated_gradients: np.ndarray  # [B, F] without the (x - x') factor (summed over emb dims)
-    prediction: np.ndarray  # [B]
+    attributions: np.ndarray  # [B*T, F] in input-spec order, multiplied by (x - x')
+    integrated_gradients: np.ndarray  # [B*T, F] without the (x - x') factor (summed over emb dims)
+    prediction: np.ndarray  # [B*T] the target's calibrated score at the input
+    baseline_prediction: np.ndarray  # [B*T] the target's score at the baseline
+    targets: np.ndarray  # int [B, T] the output column of each target
 
 
 class Attributor(Protocol):
     """Computes IG for blocks of rows against one baseline (what :mod:`ig_airflow.core.adaptive`
-    refines); ``layer(name)`` gives one for the units of a hidden layer (with ``units``)."""
+    refines); ``layer(name)`` gives one for the units of a hidden layer (with ``units``).
+    ``targets`` (``[B, T]`` output columns) are resolved from the rows' scores when None."""
 
-    baseline_prediction: float
-
-    def attribute(self, numeric: np.ndarray, categorical: np.ndarray, n_steps: int) -> FixedStepResult: ...
+    def attribute(
+        self, numeric: np.ndarray, categorical: np.ndarray, n_steps: int, targets: np.ndarray | None = None
+    ) -> FixedStepResult: ...
 
 
 class TensorOps(Protocol):
@@ -59,7 +63,9 @@ class TensorOps(Protocol):
     def numpy(self, tensor: Any) -> np.ndarray: ...  # float64 copy on the host
     def interpolate(self, base: Any, values: Any, alphas: Any) -> Any: ...
     def integrate(self, grad: Any, weights: Any, rows: int) -> Any: ...
-    def gradients(self, fn: Callable[[list[Any]], Any], inputs: list[Any]) -> list[Any]: ...
+    # fn(inputs) -> [N, T]; per target t, the gradients of its column's sum w.r.t. the inputs
+    def gradients(self, fn: Callable[[list[Any]], Any], inputs: list[Any]) -> list[list[Any]]: ...
+    def take(self, tensor: Any, columns: np.ndarray) -> Any: ...  # [N, K] of row-wise columns
     def concat(self, parts: Sequence[Any]) -> Any: ...
     def repeat(self, tensor: Any, times: int) -> Any: ...
     def reshape(self, tensor: Any, shape: tuple[int, ...]) -> Any: ...
@@ -68,10 +74,13 @@ class TensorOps(Protocol):
 
 
 class ModelAdapter(Protocol):
-    """A loaded model as the IG algorithm sees it: ``adapter(x_num, x_cat)`` returns the
-    calibrated explained score ``[batch]``; layers can be captured or substituted."""
+    """A loaded model as the IG algorithm sees it: ``adapter(x_float, x_index)`` (the blocks of
+    :func:`ig_airflow.core.calling.model_arrays`) calls the model as ``metadata.inputs.calling``
+    says and returns the calibrated scores ``[batch, n_outputs]``; layers can be captured or
+    substituted."""
 
     ops: TensorOps
+    metadata: ArtifactMetadata
     embedding_layers: list[Any]
 
     def __call__(self, x_num: Any, x_cat: Any) -> Any: ...
@@ -125,7 +134,7 @@ class FrameworkBackend(Protocol):
     def predict(
         self, model: Any, metadata: ArtifactMetadata, numeric: np.ndarray, categorical: np.ndarray
     ) -> np.ndarray:
-        """The explained score (output selected and calibrated) of encoded rows, float64."""
+        """The calibrated scores ``[rows, n_outputs]`` of encoded rows, float64."""
         ...
 
     def attributor(

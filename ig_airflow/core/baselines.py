@@ -8,15 +8,17 @@ embedding-layer attribution integrates from that category's vector.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import pyarrow.compute as pc
 
 from ig_airflow.config import BaselineSection
+from ig_airflow.core.calling import NO_CATEGORY
 from ig_airflow.exceptions import ConfigError
 from ig_airflow.io import read_parquet
-from ig_airflow.spec import OOV_TOKEN, InputSpec
+from ig_airflow.spec import OOV_TOKEN, CategoricalFeature, InputSpec
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,33 @@ def choose_baseline(
             numeric="median", categorical="most_frequent"
         ), "reference data (median, most frequent)"
     return BaselineSection(), "default (zero, out-of-vocabulary)"
+
+
+def _categorical_baseline(
+    spec: InputSpec, feat: CategoricalFeature, config: BaselineSection, reference: Any
+) -> tuple[str, int]:
+    """A categorical feature's baseline value and model index."""
+    mapping = feat.index_map()
+    if feat.name in config.values:
+        value = str(config.values[feat.name])
+    elif config.categorical == "manual":
+        raise ConfigError(f"baseline.values.{feat.name}: required when baseline.categorical is manual")
+    elif config.categorical == "most_frequent":
+        counts = pd.Series(reference[feat.name].to_pandas()).astype("object")
+        counts = counts[counts.isin(feat.vocabulary)].value_counts()
+        value = str(counts.index[0]) if len(counts) else OOV_TOKEN
+    else:
+        value = OOV_TOKEN
+    if value == OOV_TOKEN and feat.oov_index is None:
+        if spec.calling != "dense":
+            raise ConfigError(
+                f"baseline: categorical feature {feat.name!r} has no out-of-vocabulary index; set "
+                "baseline.categorical: most_frequent (with reference data) or baseline.values"
+            )
+        return value, NO_CATEGORY  # every one-hot column of the feature at zero
+    if value not in mapping:
+        raise ConfigError(f"baseline.values.{feat.name}: {value!r} is not in the vocabulary")
+    return value, mapping[value]
 
 
 def resolve_baseline(
@@ -84,19 +113,5 @@ def resolve_baseline(
 
     categorical = np.zeros(len(spec.categorical), dtype=np.int64)
     for j, feat in enumerate(spec.categorical):
-        mapping = feat.index_map()
-        if feat.name in config.values:
-            value = str(config.values[feat.name])
-        elif config.categorical == "manual":
-            raise ConfigError(f"baseline.values.{feat.name}: required when baseline.categorical is manual")
-        elif config.categorical == "most_frequent":
-            counts = pd.Series(reference[feat.name].to_pandas()).astype("object")
-            counts = counts[counts.isin(feat.vocabulary)].value_counts()
-            value = str(counts.index[0]) if len(counts) else OOV_TOKEN
-        else:
-            value = OOV_TOKEN
-        if value not in mapping:
-            raise ConfigError(f"baseline.values.{feat.name}: {value!r} is not in the vocabulary")
-        categorical[j] = mapping[value]
-        values[feat.name] = value
+        values[feat.name], categorical[j] = _categorical_baseline(spec, feat, config, reference)
     return Baseline(numeric=numeric, categorical=categorical, values=values, source=source)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tempfile
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -19,6 +20,7 @@ from ig_airflow.config import BaselineSection, IGSection, RunConfig
 from ig_airflow.core.adaptive import RowAttributions, adaptive_attributions
 from ig_airflow.core.baselines import Baseline, choose_baseline, resolve_baseline
 from ig_airflow.core.encoding import encode_rows
+from ig_airflow.core.outputs import is_per_target, target_label, target_setting
 from ig_airflow.exceptions import InputDataError
 from ig_airflow.results import (
     RESULT_COLUMNS,
@@ -53,6 +55,8 @@ class BatchExplainer:
         self.spec = artifact.metadata.inputs
         self.attributor = artifact.backend.attributor(artifact.model, artifact.metadata, baseline, settings)
         self.layer_attributors = {name: self.attributor.layer(name) for name in settings.layer_attributions}
+        self.output = artifact.metadata.output
+        self.per_target = is_per_target(target_setting(self.output, settings.target))
 
     def table_schema(self, input_schema: pa.Schema) -> pa.Schema:
         """Schema of the output table: the id columns as typed in the input, then the
@@ -61,6 +65,7 @@ class BatchExplainer:
             [input_schema.field(c) for c in self.id_columns],
             self.spec.feature_names,
             {name: layer.units for name, layer in self.layer_attributors.items()},
+            self.per_target,
         )
 
     def explain(self, batch: pa.Table | pa.RecordBatch | pd.DataFrame) -> tuple[pa.Table, RowAttributions]:
@@ -71,13 +76,19 @@ class BatchExplainer:
             raise InputDataError(f"id column(s) {missing} not in the input; columns: {table.column_names}")
         numeric, categorical = encode_rows(table.select(self.spec.feature_names), self.spec)
         result = adaptive_attributions(self.attributor, numeric, categorical, self.settings)
-        columns: dict[str, Any] = {c: table.column(c) for c in self.id_columns}
+        n_targets = result.targets.shape[1]
+        rows = pa.array(np.repeat(np.arange(len(table)), n_targets))
+        columns: dict[str, Any] = {c: table.column(c).take(rows) for c in self.id_columns}
+        if self.per_target:
+            labels = [target_label(self.output, int(c)) for c in result.targets.reshape(-1)]
+            columns["target"] = pa.array(labels, pa.string())
+            columns["target_rank"] = pa.array(np.tile(np.arange(1, n_targets + 1), len(table)))
         for j, feature in enumerate(self.spec.feature_names):
             columns[attribution_column(feature)] = pa.array(result.attributions[:, j])
         for name in RESULT_COLUMNS:
             columns[name] = pa.array(getattr(result, name))
         for name, layer in self.layer_attributors.items():
-            at_layer = adaptive_attributions(layer, numeric, categorical, self.settings)
+            at_layer = adaptive_attributions(layer, numeric, categorical, self.settings, result.targets)
             for i in range(layer.units):
                 columns[layer_column(name, i)] = pa.array(at_layer.attributions[:, i])
             delta_column, steps_column = layer_result_columns(name)
@@ -87,8 +98,13 @@ class BatchExplainer:
         return pa.table(columns, schema=self.table_schema(table.schema)), result
 
     def baseline_record(self) -> dict[str, Any]:
-        """The baseline row (feature -> value) and the model's output there, for manifests."""
-        return {**self.baseline.values, "prediction": self.attributor.baseline_prediction}
+        """The baseline row (feature -> value) and the model's output there, for manifests: the
+        explained score, or every output's score (by label) when targets vary by row."""
+        if not self.per_target:
+            return {**self.baseline.values, "prediction": self.attributor.baseline_prediction}
+        scores = self.attributor.baseline_scores
+        by_label = {target_label(self.output, j): float(v) for j, v in enumerate(scores)}
+        return {**self.baseline.values, "prediction": by_label}
 
 
 def _as_table(batch: pa.Table | pa.RecordBatch | pd.DataFrame) -> pa.Table:

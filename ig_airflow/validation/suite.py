@@ -34,6 +34,12 @@ def check_settings(settings: ValidationSection, spec: InputSpec, id_columns: lis
         default = settings.defaults.get(feature.name)
         if default is not None and str(default) not in feature.index_map():
             raise ConfigError(f"validation.defaults.{feature.name}: {default!r} is not in the vocabulary")
+        policy = settings.feature_policies.get(feature.name, settings.policy)
+        if default is None and policy == "map_to_default" and feature.oov_index is None:
+            raise ConfigError(
+                f"validation.defaults.{feature.name}: the model has no out-of-vocabulary index for "
+                "this feature, so map_to_default needs a default value (or use skip)"
+            )
 
 
 def _camel(name: str) -> str:
@@ -76,7 +82,7 @@ def build_suite(spec: InputSpec, id_columns: list[str], settings: ValidationSect
             feat.name,
             "feature",
             column=feat.name,
-            value_set=[*feat.vocabulary, OOV_TOKEN],
+            value_set=[*feat.vocabulary, *([OOV_TOKEN] if feat.oov_index is not None else [])],
         )
     for i, item in enumerate(settings.expectations):
         name = item.get("type")

@@ -9,6 +9,7 @@ import torch
 
 from ig_airflow.artifacts import load_artifact, read_metadata, save_artifact
 from ig_airflow.backends.torch.wrapper import TorchModelWrapper
+from ig_airflow.core.encoding import encode_rows
 from ig_airflow.demo.torch_model import TabularNet
 from ig_airflow.exceptions import ArtifactError, InputDataError
 from ig_airflow.spec import METADATA_FILE
@@ -222,7 +223,7 @@ def test_metadata_errors_name_the_key(tmp_path: Path) -> None:
     save_artifact(model, str(tmp_path / "art"), inputs=SPEC, model_kwargs=kwargs)
     meta_path = tmp_path / "art" / METADATA_FILE
     meta = json.loads(meta_path.read_text())
-    meta["inputs"]["categorical"][0]["oov_index"] = "first"
+    meta["inputs"]["categorical"][0]["oov_index"] = "middle"
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ArtifactError, match="inputs.categorical.0.oov_index"):
         load_artifact(str(tmp_path / "art"))
@@ -245,11 +246,11 @@ def test_wrapper_names_missing_column_and_unseen_values(tmp_path: Path) -> None:
     loaded = load_artifact(str(tmp_path / "art"))
     wrapper = TorchModelWrapper(loaded.model, loaded.metadata)
     with pytest.raises(InputDataError, match=r"missing feature columns \['b'\]"):
-        wrapper.encode(pd.DataFrame({"a": [1.0], "c": ["x"]}))
+        encode_rows(pd.DataFrame({"a": [1.0], "c": ["x"]}), wrapper.spec)
     with pytest.raises(InputDataError, match=r"column 'c': 2 row\(s\) have values outside the vocabulary"):
-        wrapper.encode(pd.DataFrame({"a": [1.0, 2, 3], "b": [0.0, 0, 0], "c": ["x", "zz", "zz"]}))
+        encode_rows(pd.DataFrame({"a": [1.0, 2, 3], "b": [0.0, 0, 0], "c": ["x", "zz", "zz"]}), wrapper.spec)
     with pytest.raises(InputDataError, match=r"column 'a': 1 row\(s\) are null"):
-        wrapper.encode(pd.DataFrame({"a": [1.0, None], "b": [0.0, 0], "c": ["x", "y"]}))
+        encode_rows(pd.DataFrame({"a": [1.0, None], "b": [0.0, 0], "c": ["x", "y"]}), wrapper.spec)
 
 
 def test_copy_of_artifact_elsewhere_still_verifies(tmp_path: Path) -> None:

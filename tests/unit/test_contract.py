@@ -329,7 +329,7 @@ class TwoOutputs(ColorNet):
 def test_multi_column_output_needs_a_named_target(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model, frame = TwoOutputs().eval(), rows()
-    with pytest.raises(ArtifactError, match=r"returns 2 outputs per row; name the one to explain"):
+    with pytest.raises(ArtifactError, match=r"returns 2 outputs per row; name the one\(s\) to explain"):
         save_artifact(model, str(tmp_path / "two"), inputs=spec(USER_ORDER))  # never column 0 by default
     assert not (tmp_path / "two").exists()
     save_artifact(model, str(tmp_path / "second"), inputs=spec(USER_ORDER), output={"index": 1})

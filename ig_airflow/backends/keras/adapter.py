@@ -1,9 +1,11 @@
 """The Keras model as the IG algorithm sees it, with ``tf.GradientTape`` gradients.
 
-Convention, as for PyTorch: ``model([x_num, x_cat])`` with ``x_num`` float32
-``[batch, n_numeric]`` and ``x_cat`` int32 ``[batch, n_categorical]``, returning logits
-``[batch]``, ``[batch, 1]`` or ``[batch, n_outputs]``. The output is selected and calibrated
-exactly as for PyTorch (:func:`ig_airflow.core.outputs.select_output`).
+The model is called as the input spec's ``calling`` says: ``model([x_num, x_cat])`` (float32
+``[batch, n_numeric]``, int32 ``[batch, n_categorical]``), ``model({name: column})``, one
+tensor per ``Input`` matched by name (``per_feature``; a ``StringLookup`` inside the model gets
+the raw strings) or ``model(x_dense)``; it returns logits ``[batch]``, ``[batch, 1]`` or
+``[batch, n_outputs]``, calibrated exactly as for PyTorch
+(:func:`ig_airflow.core.outputs.calibrated_scores`).
 
 Embedding layers are attributed like alibi's layer attribution: each named layer's ``call``
 is temporarily replaced so that it returns interpolated embedding vectors that the tape
@@ -26,9 +28,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from ig_airflow.core.outputs import select_output
+from ig_airflow.core.calling import attributed_layers, feature_columns
+from ig_airflow.core.outputs import calibrated_scores
 from ig_airflow.exceptions import ArtifactError, ConfigError
-from ig_airflow.spec import ArtifactMetadata
+from ig_airflow.spec import OOV_TOKEN, ArtifactMetadata
 
 
 class TensorFlowOps:
@@ -58,11 +61,20 @@ class TensorFlowOps:
         return tf.reshape(tf.einsum("rnd,n->rd", flat, weights), (rows, *shape))
 
     @staticmethod
-    def gradients(fn: Callable[[list[Any]], Any], inputs: list[Any]) -> list[Any]:
-        with tf.GradientTape() as tape:
+    def gradients(fn: Callable[[list[Any]], Any], inputs: list[Any]) -> list[list[Any]]:
+        """One forward on the tape; one gradient per target column (a persistent tape for several)."""
+        with tf.GradientTape(persistent=True) as tape:
             tape.watch(inputs)
             output = fn(inputs)
-        return list(tape.gradient(output, inputs))
+            columns = [tf.reduce_sum(output[:, t]) for t in range(output.shape[1])]
+        try:
+            return [list(tape.gradient(column, inputs)) for column in columns]
+        finally:
+            del tape
+
+    @staticmethod
+    def take(tensor: Any, columns: np.ndarray) -> tf.Tensor:
+        return tf.gather(tensor, tf.constant(columns, tf.int32), batch_dims=1)
 
     @staticmethod
     def concat(parts: Sequence[Any]) -> tf.Tensor:
@@ -98,15 +110,18 @@ def substitute_calls(layers: Sequence[Any], values: Sequence[Any]) -> Iterator[N
 
 
 @contextlib.contextmanager
-def capture_calls(layers: Sequence[Any]) -> Iterator[list[Any]]:
-    """Record each Keras layer's output during the calls inside the block."""
+def capture_calls(layers: Sequence[Any], float_dtype: Any = tf.float32) -> Iterator[list[Any]]:
+    """Record each Keras layer's output during the calls inside the block (an integer output,
+    such as a one-hot ``StringLookup``, recorded as ``float_dtype`` so it can be interpolated)."""
     captured: list[Any] = [None] * len(layers)
     for i, layer in enumerate(layers):
         original = layer.call
 
         def wrapped(*args: Any, _i: int = i, _original: Any = original, **kwargs: Any) -> Any:
-            captured[_i] = _original(*args, **kwargs)
-            return captured[_i]
+            output = _original(*args, **kwargs)
+            is_integer = getattr(getattr(output, "dtype", None), "is_integer", False)
+            captured[_i] = tf.cast(output, float_dtype) if is_integer else output
+            return output
 
         layer.call = wrapped
     try:
@@ -124,19 +139,20 @@ def cast_keras_model(model: Any, dtype: str) -> Any:
 
     def clone_layer(layer: Any) -> Any:
         config = layer.get_config()
-        if "dtype" in config:
-            config["dtype"] = dtype
+        if "dtype" in config and "float" in str(getattr(layer, "compute_dtype", "float")):
+            config["dtype"] = dtype  # lookups and other integer/string layers keep theirs
         return layer.__class__.from_config(config)
 
+    def as_input(t: Any) -> Any:
+        return keras.Input(t.shape[1:], dtype=dtype if "float" in str(t.dtype) else t.dtype, name=t.name)
+
     try:
-        inputs = [
-            keras.Input(t.shape[1:], dtype=dtype if "float" in str(t.dtype) else t.dtype, name=t.name)
-            for t in model.inputs
-        ]
-        clone = keras.models.clone_model(
-            model, input_tensors=inputs if len(inputs) > 1 else inputs[0], clone_function=clone_layer
-        )
+        inputs = keras.tree.map_structure(as_input, model.input)  # list, dict or one, as built
+        clone = keras.models.clone_model(model, input_tensors=inputs, clone_function=clone_layer)
         clone.set_weights([w.astype(dtype) if w.dtype.kind == "f" else w for w in model.get_weights()])
+        for layer in clone.layers:  # preprocessing state (Normalization's mean) from the weights
+            if hasattr(layer, "finalize_state") and getattr(layer, "built", False):
+                layer.finalize_state()
     except Exception as exc:  # noqa: BLE001 - Keras raises many types while cloning
         raise ConfigError(
             f"ig.dtype: cannot rebuild {type(model).__name__} {model.name!r} in {dtype} "
@@ -160,7 +176,14 @@ class KerasModelAdapter:
         self.model = cast_keras_model(model, "float64") if dtype == "float64" else model
         self.metadata = metadata
         self.ops = TensorFlowOps(self.float_dtype)
-        self.embedding_layers = [self.layer(f.embedding_layer) for f in metadata.inputs.categorical]
+        self.spec = metadata.inputs
+        self.embedding_layers = [self.layer(name) for name in attributed_layers(self.spec)]
+        self.strings = {
+            f.name: tf.constant([f.value_of_index().get(i, OOV_TOKEN) for i in range(f.cardinality)])
+            for f in self.spec.categorical
+            if f.input_encoding == "string"
+        }
+        self.input_dtypes = {t.name: t.dtype for t in getattr(self.model, "inputs", None) or []}
 
     def layer(self, name: str) -> Any:
         """The layer called ``name``; a clear error lists the layers that exist."""
@@ -178,14 +201,37 @@ class KerasModelAdapter:
     def tensors(self, numeric: np.ndarray, categorical: np.ndarray) -> tuple[Any, Any]:
         return tf.constant(numeric, self.float_dtype), tf.constant(categorical, tf.int32)
 
-    def __call__(self, x_num: Any, x_cat: Any) -> Any:
-        if hasattr(self.model, "get_layer"):
-            logits = self.model([x_num, x_cat], training=False)
-        else:  # SavedModel exported by Keras: serve(inputs)
-            logits = self.model.serve([x_num, x_cat])
-        return select_output(logits, self.metadata.output, self.metadata.calibration, self.ops)
+    def arguments(self, x_num: Any, x_cat: Any) -> Any:
+        """The model's inputs built from the float and index blocks, as ``calling`` says."""
+        calling = self.spec.calling
+        if calling == "dense":
+            return x_num
+        if calling == "positional":
+            return [x_num, x_cat]
+        columns = feature_columns(self.spec, x_num, x_cat)
+        for name, table in self.strings.items():
+            columns[name] = tf.gather(table, columns[name])
+        for name, column in columns.items():
+            dtype = self.input_dtypes.get(name)
+            if dtype is not None and dtype != "string" and column.dtype != dtype:
+                columns[name] = tf.cast(column, dtype)
+        unknown = [n for n in self.input_dtypes if n not in columns]
+        if unknown:
+            raise ArtifactError(f"the model's Input(s) {unknown} match no feature of the input spec")
+        return columns  # dict and per_feature alike: a functional model matches inputs by name
 
-    capture = staticmethod(capture_calls)
+    def __call__(self, x_num: Any, x_cat: Any) -> Any:
+        """Calibrated scores ``[batch, n_outputs]``."""
+        arguments = self.arguments(x_num, x_cat)
+        if hasattr(self.model, "get_layer"):
+            logits = self.model(arguments, training=False)
+        else:  # SavedModel exported by Keras: serve(inputs)
+            logits = self.model.serve(arguments)
+        return calibrated_scores(logits, self.metadata.output, self.metadata.calibration, self.ops)
+
+    def capture(self, layers: Sequence[Any]) -> Any:
+        return capture_calls(layers, self.float_dtype)
+
     substitute = staticmethod(substitute_calls)
 
     @staticmethod

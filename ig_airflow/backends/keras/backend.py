@@ -34,6 +34,12 @@ class KerasBackend:
         keras = sys.modules.get("keras")  # a Keras model means keras is imported already
         return keras is not None and isinstance(model, keras.Model)
 
+    def complete_spec(self, model: Any, spec: InputSpec) -> InputSpec:
+        """What the model itself says: StringLookup vocabularies, embedding layers, input shapes."""
+        from ig_airflow.backends.keras.model_inputs import complete_spec
+
+        return complete_spec(model, spec)
+
     def save(
         self, model: Any, directory: Path, spec: InputSpec, loader: str | None, model_class: str | None
     ) -> SavedModelFile:
@@ -56,9 +62,12 @@ class KerasBackend:
         self, model: Any, metadata: ArtifactMetadata, numeric: np.ndarray, categorical: np.ndarray
     ) -> np.ndarray:
         from ig_airflow.backends.keras.adapter import KerasModelAdapter
+        from ig_airflow.core.calling import model_arrays
 
         adapter = KerasModelAdapter(model, metadata)
-        return adapter.ops.numpy(adapter(*adapter.tensors(numeric, categorical))).reshape(-1)
+        return adapter.ops.numpy(
+            adapter(*adapter.tensors(*model_arrays(metadata.inputs, numeric, categorical)))
+        )
 
     def attributor(
         self, model: Any, metadata: ArtifactMetadata, baseline: Baseline, settings: IGSection

@@ -37,13 +37,15 @@ def import_object(ref: str, uri: str) -> Any:
 def save_torch_model(
     model: Any, directory: Path, spec: InputSpec, loader: str | None, model_class: str | None
 ) -> SavedModelFile:
-    """Write an ``nn.Module`` or ``ExportedProgram`` with ``loader`` (default: state_dict)."""
+    """Write an ``nn.Module`` or ``ExportedProgram`` with ``loader`` (default: state_dict; a model
+    built from ``torch.nn`` containers alone, e.g. ``nn.Sequential(...)``, which no keyword
+    arguments rebuild: torch_export)."""
     if isinstance(model, torch.export.ExportedProgram):
         if loader not in (None, "torch_export"):
             raise ArtifactError(f"an ExportedProgram is saved with loader 'torch_export', not {loader!r}")
         torch.export.save(model, directory / "model.pt2")
         return SavedModelFile("torch_export", "model.pt2")
-    loader = loader or "state_dict"
+    loader = loader or ("torch_export" if type(model).__module__.startswith("torch.nn.") else "state_dict")
     if loader == "state_dict":
         model_class = model_class or f"{type(model).__module__}:{type(model).__qualname__}"
         torch.save(model.state_dict(), directory / "model.pt")

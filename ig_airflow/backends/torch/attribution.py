@@ -37,7 +37,7 @@ class CaptumAttributor(InputAttributor):
         return max(n_rows, (self.internal_batch_size // n_rows) * n_rows)
 
     def input_integrals(
-        self, values: list[Any], bases: list[Any], x_cat: Any, n_steps: int
+        self, values: list[Any], bases: list[Any], x_cat: Any, n_steps: int, targets: np.ndarray
     ) -> list[np.ndarray]:
         from captum.attr import IntegratedGradients
 
@@ -49,30 +49,48 @@ class CaptumAttributor(InputAttributor):
             with self.adapter.substitute(self.layers, layer_values):
                 return self.adapter(numeric, categories)
 
-        result = IntegratedGradients(forward, multiply_by_inputs=False).attribute(
-            tuple(values),
-            baselines=tuple(b.expand_as(v) for b, v in zip(bases, values, strict=True)),
-            n_steps=n_steps,
-            method=self.settings.method,
-            internal_batch_size=self._captum_batch(n_rows),
-        )
-        return [self.ops.numpy(part) for part in result]
+        ig = IntegratedGradients(forward, multiply_by_inputs=False)
+        per_target = [
+            ig.attribute(
+                tuple(values),
+                baselines=tuple(b.expand_as(v) for b, v in zip(bases, values, strict=True)),
+                target=self._target(targets, t),
+                n_steps=n_steps,
+                method=self.settings.method,
+                internal_batch_size=self._captum_batch(n_rows),
+            )
+            for t in range(targets.shape[1])
+        ]
+        return [np.stack([self.ops.numpy(r[i]) for r in per_target], axis=1) for i in range(len(values))]
 
     def layer_integrals(
-        self, layer: LayerAttributor, x_num: Any, x_cat: Any, activation: Any, n_steps: int
+        self,
+        layer: LayerAttributor,
+        x_num: Any,
+        x_cat: Any,
+        activation: Any,
+        n_steps: int,
+        targets: np.ndarray,
     ) -> np.ndarray:
         from captum.attr import LayerIntegratedGradients
 
         require_captum_method(self.settings)
         layer_ig = LayerIntegratedGradients(self.adapter, layer.layer, multiply_by_inputs=False)
-        result = layer_ig.attribute(
-            (x_num, x_cat),
-            baselines=(self.base_num.expand_as(x_num), self.base_cat.expand_as(x_cat)),
-            n_steps=n_steps,
-            method=self.settings.method,
-            internal_batch_size=self._captum_batch(len(x_num)),
-        )
-        return self.ops.numpy(result)
+        per_target = [
+            layer_ig.attribute(
+                (x_num, x_cat),
+                baselines=(self.base_num.expand_as(x_num), self.base_cat.expand_as(x_cat)),
+                target=self._target(targets, t),
+                n_steps=n_steps,
+                method=self.settings.method,
+                internal_batch_size=self._captum_batch(len(x_num)),
+            )
+            for t in range(targets.shape[1])
+        ]
+        return np.stack([self.ops.numpy(r) for r in per_target], axis=1)
+
+    def _target(self, targets: np.ndarray, t: int) -> torch.Tensor:
+        return torch.as_tensor(targets[:, t], dtype=torch.long, device=self.adapter.device)
 
 
 def torch_attributor(wrapper: Any, baseline: Any, settings: IGSection) -> InputAttributor:

@@ -56,11 +56,13 @@ class TorchBackend:
         import torch
 
         from ig_airflow.backends.torch.wrapper import TorchModelWrapper
+        from ig_airflow.core.calling import model_arrays
 
         dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
         wrapper = TorchModelWrapper(model, metadata, dtype=dtype)  # in the model's own precision
         with torch.no_grad():
-            return wrapper.ops.numpy(wrapper(*wrapper.tensors(numeric, categorical))).reshape(-1)
+            scores = wrapper(*wrapper.tensors(*model_arrays(metadata.inputs, numeric, categorical)))
+        return wrapper.ops.numpy(scores)
 
     def attributor(
         self, model: Any, metadata: ArtifactMetadata, baseline: Baseline, settings: IGSection

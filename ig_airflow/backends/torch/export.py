@@ -20,33 +20,49 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from ig_airflow.core.calling import feature_columns, model_arrays
 from ig_airflow.exceptions import ArtifactError
 from ig_airflow.spec import InputSpec
 
 EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1; a batch of 2 stays dynamic
 
 
-def export_model(model: torch.nn.Module, spec: InputSpec) -> torch.export.ExportedProgram:
-    """Export ``model(x_num, x_cat)`` with a dynamic batch dimension.
-
-    The example inputs are zeros of the spec's widths (index 0 for every categorical feature,
-    which every vocabulary has).
-    """
-    example = (
-        torch.zeros(EXAMPLE_BATCH, len(spec.numeric), dtype=torch.float32),
-        torch.zeros(EXAMPLE_BATCH, len(spec.categorical), dtype=torch.long),
-    )
+def example_arguments(spec: InputSpec) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """Zero example inputs in the spec's calling style and their dynamic batch dimension (index
+    0 for every categorical feature, or its out-of-vocabulary index)."""
+    numeric = np.zeros((EXAMPLE_BATCH, len(spec.numeric)))
+    first = [
+        f.oov_index if f.oov_index is not None else min(f.index_map().values()) for f in spec.categorical
+    ]
+    categorical = np.array([first] * EXAMPLE_BATCH, dtype=np.int64).reshape(EXAMPLE_BATCH, -1)
+    x_float, x_index = model_arrays(spec, numeric, categorical)
+    x_num = torch.as_tensor(x_float, dtype=torch.float32)
+    x_cat = torch.as_tensor(x_index, dtype=torch.long)
     batch = torch.export.Dim("batch")
+    if spec.calling == "dense":
+        return (x_num,), ({0: batch},)
+    if spec.calling == "positional":
+        return (x_num, x_cat), ({0: batch}, {0: batch})
+    columns = feature_columns(spec, x_num, x_cat)
+    dims = {name: {0: batch} for name in columns}
+    if spec.calling == "dict":
+        return (columns,), (dims,)
+    return tuple(columns.values()), tuple(dims.values())
+
+
+def export_model(model: torch.nn.Module, spec: InputSpec) -> torch.export.ExportedProgram:
+    """Export the model as the spec calls it, with a dynamic batch dimension."""
+    example, dynamic = example_arguments(spec)
     try:
-        return torch.export.export(model.eval(), example, dynamic_shapes=({0: batch}, {0: batch}))
+        return torch.export.export(model.eval(), example, dynamic_shapes=dynamic)
     except Exception as exc:  # noqa: BLE001 - torch.export raises many types
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise ArtifactError(
-            f"cannot torch.export {type(model).__name__} with inputs x_num [batch, {len(spec.numeric)}], "
-            f"x_cat [batch, {len(spec.categorical)}] ({type(exc).__name__}: {first_line}); "
-            "save it as a state_dict instead"
+            f"cannot torch.export {type(model).__name__} called with {spec.calling} inputs "
+            f"({type(exc).__name__}: {first_line}); save it as a state_dict instead"
         ) from None
 
 

@@ -1,9 +1,9 @@
 """The PyTorch model as the IG algorithm sees it: rows -> tensors -> the calibrated score.
 
-Convention: the model is called as ``model(x_num, x_cat)`` with ``x_num`` a float tensor
-``[batch, n_numeric]`` in input-spec order and ``x_cat`` a long tensor
-``[batch, n_categorical]`` of embedding indices, and returns logits ``[batch]`` or
-``[batch, n_outputs]``; :func:`ig_airflow.core.outputs.select_output` selects and calibrates.
+The model is called as the input spec's ``calling`` says: ``model(x_num, x_cat)`` (float
+``[batch, n_numeric]`` and long ``[batch, n_categorical]`` of embedding indices), ``model({name:
+column})``, ``model(*columns)`` or ``model(x_dense)``, and returns logits ``[batch]`` or
+``[batch, n_outputs]``; :func:`ig_airflow.core.outputs.calibrated_scores` calibrates them.
 Layers are captured and substituted through forward hooks.
 """
 
@@ -14,12 +14,10 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 import torch
 
-from ig_airflow.core.encoding import encode_rows
-from ig_airflow.core.outputs import select_output
+from ig_airflow.core.calling import attributed_layers, feature_columns
+from ig_airflow.core.outputs import calibrated_scores
 from ig_airflow.exceptions import ArtifactError
 from ig_airflow.spec import ArtifactMetadata
 
@@ -52,11 +50,22 @@ class TorchOps:
         return out.reshape((rows, *shape))
 
     @staticmethod
-    def gradients(fn: Callable[[list[torch.Tensor]], torch.Tensor], inputs: list[torch.Tensor]) -> list[Any]:
+    def gradients(
+        fn: Callable[[list[torch.Tensor]], torch.Tensor], inputs: list[torch.Tensor]
+    ) -> list[list[Any]]:
+        """One forward; one backward per target column on the retained graph."""
         for tensor in inputs:
             tensor.requires_grad_(True)
         with torch.enable_grad():
-            return list(torch.autograd.grad(fn(inputs).sum(), inputs))
+            output = fn(inputs)
+            n_targets = output.shape[1]
+            return [
+                list(torch.autograd.grad(output[:, t].sum(), inputs, retain_graph=t < n_targets - 1))
+                for t in range(n_targets)
+            ]
+
+    def take(self, tensor: torch.Tensor, columns: np.ndarray) -> torch.Tensor:
+        return torch.gather(tensor, 1, torch.as_tensor(columns, dtype=torch.long, device=tensor.device))
 
     @staticmethod
     def concat(parts: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -147,7 +156,10 @@ class TorchModelWrapper:
                 f"layers cannot be attributed ({self.spec.categorical_names}); save the model "
                 "with loader 'torch_export' or 'state_dict' instead"
             )
-        self.embedding_layers = [self.layer(f.embedding_layer) for f in self.spec.categorical]
+        self.embedding_layers = [self.layer(name) for name in attributed_layers(self.spec)]
+        strings = [f.name for f in self.spec.categorical if f.input_encoding == "string"]
+        if strings:
+            raise ArtifactError(f"a PyTorch model takes indices, not strings: features {strings}")
         if len({id(m) for m in self.embedding_layers}) != len(self.embedding_layers):
             raise ArtifactError("two categorical features name the same embedding layer")
 
@@ -170,13 +182,18 @@ class TorchModelWrapper:
             torch.as_tensor(categorical, dtype=torch.long, device=self.device),
         )
 
-    def encode(self, data: pa.Table | pd.DataFrame) -> tuple[Any, Any]:
-        return self.tensors(*encode_rows(data, self.spec))
-
     def __call__(self, x_num: Any, x_cat: Any) -> Any:
-        """Explained score per row, shape ``[batch]``."""
-        logits = self.model(x_num, x_cat)
-        return select_output(logits, self.metadata.output, self.metadata.calibration, self.ops)
+        """Calibrated scores ``[batch, n_outputs]``, the model called as the spec says."""
+        calling = self.spec.calling
+        if calling == "dense":
+            logits = self.model(x_num)
+        elif calling == "dict":
+            logits = self.model(feature_columns(self.spec, x_num, x_cat))
+        elif calling == "per_feature":
+            logits = self.model(*feature_columns(self.spec, x_num, x_cat).values())
+        else:
+            logits = self.model(x_num, x_cat)
+        return calibrated_scores(logits, self.metadata.output, self.metadata.calibration, self.ops)
 
     capture = staticmethod(capture_outputs)
     substitute = staticmethod(substitute_outputs)

@@ -18,7 +18,7 @@ from ig_airflow.artifacts import load_artifact, read_metadata
 from ig_airflow.config import parse_run_config
 from ig_airflow.core.attribution import InputAttributor
 from ig_airflow.core.backend import SavedModelFile, backend_names, unregister_backend
-from ig_airflow.core.outputs import select_output
+from ig_airflow.core.outputs import calibrated_scores
 from ig_airflow.exceptions import ArtifactError
 from ig_airflow.run.local import run_explain
 
@@ -57,20 +57,26 @@ class NumpyOps:
         return np.einsum("rnd,n->rd", flat, weights).reshape((rows, *grad.shape[1:]))
 
     def gradients(self, fn: Callable[[list[np.ndarray]], np.ndarray], inputs: list[np.ndarray]) -> list[Any]:
-        """Per-row central differences, one column of one input at a time (rows are independent)."""
-        grads = []
+        """Per-row central differences, one column of one input at a time (rows are independent);
+        one list of gradients per target column of ``fn``."""
+        n_targets = fn(inputs).shape[1]
+        per_target: list[list[np.ndarray]] = [[] for _ in range(n_targets)]
         for i, tensor in enumerate(inputs):
-            grad = np.zeros_like(tensor)
+            grads = [np.zeros_like(tensor) for _ in range(n_targets)]
             for k in range(tensor[0].size):
                 step = np.zeros(tensor[0].size)
                 step[k] = self.h
                 shifted = [list(inputs), list(inputs)]
                 shifted[0][i] = tensor + step.reshape(tensor.shape[1:])
                 shifted[1][i] = tensor - step.reshape(tensor.shape[1:])
-                column = (fn(shifted[0]) - fn(shifted[1])) / (2 * self.h)
-                grad.reshape(len(tensor), -1)[:, k] = column
-            grads.append(grad)
-        return grads
+                columns = (fn(shifted[0]) - fn(shifted[1])) / (2 * self.h)
+                for t, grad in enumerate(grads):
+                    grad.reshape(len(tensor), -1)[:, k] = columns[:, t]
+            for t, grad in enumerate(grads):
+                per_target[t].append(grad)
+        return per_target
+
+    take = staticmethod(lambda tensor, columns: np.take_along_axis(tensor, columns, axis=1))
 
     concat = staticmethod(lambda parts: np.concatenate(list(parts)))
     repeat = staticmethod(lambda tensor, times: np.repeat(tensor, times, axis=0))
@@ -102,7 +108,7 @@ class NumpyAdapter:
             if "embedding" in layers:
                 captured[list(layers).index("embedding")] = embedded
         logits = x_num @ self.model.weights + embedded @ self.model.readout + self.model.bias
-        return select_output(logits, self.metadata.output, self.metadata.calibration, self.ops)
+        return calibrated_scores(logits, self.metadata.output, self.metadata.calibration, self.ops)
 
     @contextlib.contextmanager
     def capture(self, layers: Sequence[str]) -> Iterator[list[Any]]:
