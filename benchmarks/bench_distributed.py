@@ -76,6 +76,7 @@ def main() -> None:
     from ig_airflow.run.local import run_explain
     from ig_airflow.run.ray_runner import run_explain_ray
 
+    os.environ.setdefault("IG_AIRFLOW_TRUSTED_MODULES", "ig_airflow.demo")  # the demo model's class
     with tempfile.TemporaryDirectory() as tmp:
         paths = prepare_demo(f"{tmp}/demo")
         make_rows(paths["test"], args.rows, Path(tmp) / "rows.parquet")

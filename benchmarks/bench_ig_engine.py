@@ -236,6 +236,7 @@ def adaptive_report() -> None:
     from ig_airflow.core.encoding import encode_rows
     from ig_airflow.demo.prepare import prepare_demo
 
+    os.environ.setdefault("IG_AIRFLOW_TRUSTED_MODULES", "ig_airflow.demo")  # the demo model's class
     with tempfile.TemporaryDirectory() as tmp:
         paths = prepare_demo(tmp)
         artifact = load_artifact(paths["artifact"])

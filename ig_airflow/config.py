@@ -54,12 +54,22 @@ class ModelSection(StrictModel):
 
 
 class DataSection(StrictModel):
-    input_uri: str = Field(description="Parquet file of rows to explain.")
+    input_uri: str = Field(
+        description="Rows to explain: a Parquet file, a directory, a glob or a Hive-partitioned "
+        "dataset, on any fsspec filesystem."
+    )
+    partition: dict[str, str] = Field(
+        default_factory=dict,
+        description="Partitions of a Hive-partitioned input to explain, e.g. {ds: '{{ ds }}'} (the "
+        "others are not read).",
+    )
     id_columns: list[str] = Field(
         default_factory=list, description="Columns copied unchanged into the output."
     )
     reference_uri: str | None = Field(
-        None, description="Parquet of reference rows for mean/median/most_frequent baselines."
+        None,
+        description="Reference rows for mean/median/most_frequent baselines (file, directory, glob "
+        "or dataset).",
     )
 
 

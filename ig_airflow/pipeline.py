@@ -16,7 +16,8 @@ from ig_airflow.validation import run_validation
 def validated_config(config: RunConfig, validated_uri: str | None = None) -> RunConfig:
     """The run config with the validated rows (default: where validation writes them) as the IG input."""
     uri = validated_uri or RunLayout.of(config).validation.validated
-    return config.model_copy(update={"data": config.data.model_copy(update={"input_uri": uri})})
+    data = config.data.model_copy(update={"input_uri": uri, "partition": {}})  # already selected
+    return config.model_copy(update={"data": data})
 
 
 def run_ig(config: RunConfig) -> dict[str, Any]:

@@ -19,6 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ig_airflow.dataset import open_dataset
 from ig_airflow.exceptions import InputDataError
 from ig_airflow.io import exists, filesystem, read_json
 from ig_airflow.layout import RunLayout
@@ -127,8 +128,9 @@ def explain_prediction(run_uri: str, row: Any, target: str | None = None) -> Pre
     explained = found.to_pylist()[0]
     # the rows as explained: after validation's map_to_default, when the run validated
     explained_input = (manifest.get("validation") or {}).get("outputs", {}).get("validated")
-    input_fs, input_path = filesystem(explained_input or manifest["input_uri"])
-    inputs = pq.read_table(input_path, filesystem=input_fs, columns=features, filters=filters).to_pylist()
+    partition = {} if explained_input else (manifest.get("input") or {}).get("partition", {})
+    dataset = open_dataset(explained_input or manifest["input_uri"], partition)
+    inputs = dataset.find(ids, features).to_pylist()
     values = inputs[0] if inputs else {}
     baseline = manifest.get("baseline") or {}
     attributions = [explained[attribution_column(f)] for f in features]

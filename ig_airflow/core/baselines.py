@@ -16,8 +16,8 @@ import pyarrow.compute as pc
 
 from ig_airflow.config import BaselineSection
 from ig_airflow.core.calling import NO_CATEGORY
+from ig_airflow.dataset import open_dataset
 from ig_airflow.exceptions import ConfigError
-from ig_airflow.io import read_parquet
 from ig_airflow.spec import OOV_TOKEN, CategoricalFeature, InputSpec
 
 
@@ -93,7 +93,7 @@ def resolve_baseline(
         columns = (spec.numeric_names if config.numeric in ("mean", "median") else []) + (
             spec.categorical_names if config.categorical == "most_frequent" else []
         )
-        reference = read_parquet(reference_uri, columns=columns)
+        reference = open_dataset(reference_uri).read_table(columns=columns)
 
     numeric = np.zeros(len(spec.numeric), dtype=np.float64)
     values: dict[str, float | str] = {}

@@ -1,4 +1,4 @@
-"""The IG stage in the calling process: stream the input Parquet in batches, explain each,
+"""The IG stage in the calling process: stream the input dataset in batches, explain each,
 write ``attributions.parquet`` (renamed into place only on success) and ``manifest.json``.
 
 Batch use (what the CLI and the Airflow operator call when ``ray.enabled`` is false)::
@@ -13,7 +13,8 @@ import time
 from typing import Any
 
 from ig_airflow.config import RunConfig
-from ig_airflow.io import AtomicParquetWriter, iter_parquet_batches, open_parquet, write_json
+from ig_airflow.dataset import open_dataset
+from ig_airflow.io import AtomicParquetWriter, write_json
 from ig_airflow.layout import RunLayout
 from ig_airflow.lease import run_lease
 from ig_airflow.run.explainer import BatchExplainer, build_explainer, require_columns
@@ -29,16 +30,16 @@ def run_explain(config: RunConfig, explainer: BatchExplainer | None = None) -> d
     config.require_rendered()
     started = time.perf_counter()
     explainer = explainer or build_explainer(config)
-    parquet = open_parquet(config.data.input_uri)
+    dataset = open_dataset(config.data.input_uri, config.data.partition)
     columns = explainer.id_columns + explainer.spec.feature_names
-    require_columns(config.data.input_uri, parquet.schema_arrow, columns)
+    require_columns(config.data.input_uri, dataset.schema, columns)
     layout = RunLayout.of(config)
-    schema = explainer.table_schema(parquet.schema_arrow)
+    schema = explainer.table_schema(dataset.schema)
     stats = CompletenessStats()
-    progress = Progress(parquet.metadata.num_rows, "explained {done} rows")
+    progress = Progress(dataset.num_rows, "explained {done} rows")
     with run_lease(layout) as lease:
         with AtomicParquetWriter(layout.attributions, schema) as writer:  # renamed into place on success
-            for batch in iter_parquet_batches(config.data.input_uri, config.ig.batch_rows, columns):
+            for batch in dataset.iter_batches(config.ig.batch_rows, columns):
                 table, result = explainer.explain(batch)
                 writer.write(table.cast(schema))
                 stats.add(result)
@@ -55,6 +56,7 @@ def run_explain(config: RunConfig, explainer: BatchExplainer | None = None) -> d
             completeness=stats.summary(),
             seconds=seconds,
         )
+        manifest["input"] = dataset.describe()
         write_json(layout.manifest, manifest)
     log.info("wrote %s (%d rows, %.1f s)", layout.attributions, progress.rows, seconds)
     return manifest

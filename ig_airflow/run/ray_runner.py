@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from ig_airflow.artifacts import read_metadata
 from ig_airflow.config import RunConfig
+from ig_airflow.dataset import InputDataset, open_dataset
 from ig_airflow.exceptions import ConfigError, IGAirflowError, ModelCallError
 from ig_airflow.io import (
     AtomicParquetWriter,
@@ -82,15 +83,16 @@ class ShardWorker:
         get_backend(read_metadata(self.config.model.uri).framework).limit_threads(threads)
         self.explainer = build_explainer(self.config)
         self.layout = RunLayout.of(self.config)
+        self.dataset = open_dataset(self.config.data.input_uri, self.config.data.partition)
 
     def explain_shard(self, shard: Shard, record: dict[str, Any]) -> dict[str, Any]:
-        from ig_airflow.io import read_row_range, write_parquet
+        from ig_airflow.io import write_parquet
         from ig_airflow.run.manifest import CompletenessStats
 
         call_hook("before_shard", shard.index)
         started = time.perf_counter()
         columns = self.explainer.id_columns + self.explainer.spec.feature_names
-        rows = read_row_range(self.config.data.input_uri, shard.start, shard.stop, columns)
+        rows = self.dataset.read_rows(shard.start, shard.stop, columns)
         stats, tables = CompletenessStats(), []
         for batch in rows.to_batches(max_chunksize=self.config.ig.batch_rows):
             table, result = self.explainer.explain(batch)
@@ -122,14 +124,14 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
     _check_shard_rows(config)
     started = time.perf_counter()
     metadata = read_metadata(config.model.uri)
-    parquet = open_parquet(config.data.input_uri)
+    dataset = open_dataset(config.data.input_uri, config.data.partition)
     require_columns(
-        config.data.input_uri, parquet.schema_arrow, metadata.inputs.feature_names + config.data.id_columns
+        config.data.input_uri, dataset.schema, metadata.inputs.feature_names + config.data.id_columns
     )
     layout = RunLayout.of(config)
-    shards = plan_shards(parquet.metadata.num_rows, config.ray.shard_rows)
+    shards = plan_shards(dataset.num_rows, config.ray.shard_rows)
     with run_lease(layout) as lease:
-        record = shard_hashes(config, metadata)
+        record = shard_hashes(config, metadata, dataset)
         done = finished_shards(layout, shards, record)
         todo = [s for s in shards if s.index not in done]
         skipped = len(done)
@@ -141,14 +143,14 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
             len(todo),
         )
         if todo:
-            check_first_rows(config, todo[0])  # in the driver: a model that cannot run fails here, once
+            check_first_rows(config, dataset, todo[0])  # in the driver: a model that cannot run fails here
             ShardPool(config, record).run(todo, done, len(shards), lease.renew)
-        _merge_shards(config, layout, shards, done, parquet.schema_arrow)
+        _merge_shards(config, layout, shards, done, dataset.schema)
         manifest = explain_manifest(
             config,
             metadata,
             artifact_uri=config.model.uri,
-            rows=parquet.metadata.num_rows,
+            rows=dataset.num_rows,
             baseline=done[shards[0].index].get("baseline") if shards else None,
             baseline_source=done[shards[0].index].get("baseline_source") if shards else None,
             completeness=merge([done[s.index]["completeness"] for s in shards]),
@@ -159,6 +161,7 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
             ray=config.ray.model_dump(mode="json"),
         )
         manifest["outputs"]["shards"] = layout.shards
+        manifest["input"] = dataset.describe()
         write_json(layout.manifest, manifest)
     log.info(
         "wrote %s (%d rows in %d shards, %d skipped, %.1f s)",
@@ -174,17 +177,13 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
 FIRST_ROWS = 8
 
 
-def check_first_rows(config: RunConfig, shard: Shard) -> None:
+def check_first_rows(config: RunConfig, dataset: InputDataset, shard: Shard) -> None:
     """Explain the first rows of ``shard`` in this process before any Ray task starts: errors
     that no retry can fix (wrong shapes, types, calling convention) fail the run at once with
     the model's own message, instead of being retried by Ray as if a worker had died."""
-    from ig_airflow.io import read_row_range
-
     explainer = build_explainer(config)
     columns = explainer.id_columns + explainer.spec.feature_names
-    rows = read_row_range(
-        config.data.input_uri, shard.start, min(shard.stop, shard.start + FIRST_ROWS), columns
-    )
+    rows = dataset.read_rows(shard.start, min(shard.stop, shard.start + FIRST_ROWS), columns)
     try:
         explainer.explain(rows)
     except IGAirflowError:

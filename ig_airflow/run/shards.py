@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ig_airflow.config import RunConfig
+from ig_airflow.dataset import InputDataset
 from ig_airflow.io import exists, read_json, sha256_json, sha256_uri
 from ig_airflow.layout import RunLayout
 from ig_airflow.spec import ArtifactMetadata
@@ -38,12 +39,12 @@ def plan_shards(n_rows: int, shard_rows: int) -> list[Shard]:
     ]
 
 
-def shard_hashes(config: RunConfig, metadata: ArtifactMetadata) -> dict[str, Any]:
-    """The hashes a shard is valid under: config, artifact, input bytes and shard size."""
+def shard_hashes(config: RunConfig, metadata: ArtifactMetadata, dataset: InputDataset) -> dict[str, Any]:
+    """The hashes a shard is valid under: config, artifact, input files and bytes, shard size."""
     return {
         "config_hash": config.config_hash(),
         "artifact_checksum": metadata.checksum(),
-        "input_sha256": sha256_uri(config.data.input_uri),
+        "input_sha256": dataset.fingerprint(),
         "shard_rows": config.ray.shard_rows,
     }
 

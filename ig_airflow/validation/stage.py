@@ -34,8 +34,9 @@ import pandas as pd
 import pyarrow as pa
 
 from ig_airflow.config import RunConfig, ValidationSection
+from ig_airflow.dataset import open_dataset
 from ig_airflow.exceptions import ValidationFailed
-from ig_airflow.io import filesystem, read_parquet, write_json, write_parquet
+from ig_airflow.io import filesystem, write_json, write_parquet
 from ig_airflow.layout import RunLayout, ValidationLayout
 from ig_airflow.lease import run_lease
 from ig_airflow.spec import OOV_TOKEN, InputSpec
@@ -269,13 +270,19 @@ def _default_for(spec: InputSpec, settings: ValidationSection, column: str) -> A
 
 
 def validate_inputs(
-    input_uri: str, spec: InputSpec, id_columns: list[str], settings: ValidationSection, output_uri: str
+    input_uri: str,
+    spec: InputSpec,
+    id_columns: list[str],
+    settings: ValidationSection,
+    output_uri: str,
+    partition: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Validate the Parquet file at ``input_uri`` and write under ``output_uri``:
+    """Validate the input dataset at ``input_uri`` (a file, directory, glob or Hive-partitioned
+    dataset; ``partition`` selects partitions, see :mod:`ig_airflow.dataset`) and write under ``output_uri``:
     ``validated.parquet``, ``quarantine.parquet``, ``gx_result.json``, ``report.json`` and
     ``data_docs/``. On a ``fail`` policy breach the report, GX result and docs are written and
     :class:`ValidationFailed` is raised. Returns the report (with output URIs)."""
-    table = read_parquet(input_uri)
+    table = open_dataset(input_uri, partition).read_table()
     layout = ValidationLayout(output_uri)
     outputs = {
         "validated": layout.validated,
@@ -335,5 +342,10 @@ def run_validation(config: RunConfig, spec: InputSpec | None = None) -> dict[str
     layout = RunLayout.of(config)
     with run_lease(layout):
         return validate_inputs(
-            config.data.input_uri, spec, config.data.id_columns, config.validation, layout.validation.root
+            config.data.input_uri,
+            spec,
+            config.data.id_columns,
+            config.validation,
+            layout.validation.root,
+            config.data.partition,
         )
