@@ -3,11 +3,12 @@
 1. rows/s of the in-process engine, and of the Ray path with 1 and 2 workers (embedded local
    Ray, started before timing; actor start-up and model loading are included), on the same
    rows of the Adult demo model at default IG settings; medians of --repeats.
-2. RSS of the driver process during the stage (sampled; a fresh subprocess each) for
-   100,000 and 1,000,000 input rows (n_steps=4, fixed steps, to keep the run short); it must
-   not grow with the input.
+2. Peak RSS of the driver process during the stage (sampled; a fresh subprocess each) and its
+   rows/s, for --rss-sizes input rows (default 100,000, 1,000,000 and 3,000,000; n_steps=4,
+   fixed steps, to keep the runs short), on Ray (2 workers) and in process, printed as a table
+   with each peak against the smallest size's; it must not grow with the input.
 
-Usage: python benchmarks/bench_distributed.py [--rows 16000] [--repeats 3]
+Usage: python benchmarks/bench_distributed.py [--rows 16000] [--repeats 3] [--rss-sizes 100000,1000000]
 """
 
 from __future__ import annotations
@@ -45,17 +46,19 @@ def config_for(paths: dict, rows_uri: str, out: str, **overrides) -> dict:
     return raw
 
 
-def driver_rss(config_path: str) -> None:
+def driver_rss(config_path: str, runner: str) -> None:
     """Child mode: run the Ray IG stage and print the driver's RSS before it and its peak
     during it (sampled every 2 ms). Not ru_maxrss: Linux carries the high-water mark through
     fork+exec, so a child would report the parent's peak (here, the generated input)."""
     from _measure import peak_rss
 
     from ig_airflow.config import load_run_config
+    from ig_airflow.run.local import run_explain
     from ig_airflow.run.ray_runner import run_explain_ray
 
     config = load_run_config(config_path)
-    before, peak, manifest = peak_rss(lambda: run_explain_ray(config))
+    stage = run_explain_ray if runner == "ray" else run_explain
+    before, peak, manifest = peak_rss(lambda: stage(config))
     print(
         json.dumps(
             {
@@ -79,6 +82,9 @@ def main() -> None:
     os.environ.setdefault("IG_AIRFLOW_TRUSTED_MODULES", "ig_airflow.demo")  # the demo model's class
     with tempfile.TemporaryDirectory() as tmp:
         paths = prepare_demo(f"{tmp}/demo")
+        if args.rss_only:
+            rss_table(paths, tmp)
+            return
         make_rows(paths["test"], args.rows, Path(tmp) / "rows.parquet")
         rows_uri = f"{tmp}/rows.parquet"
         ray.init(num_cpus=2, include_dashboard=False)
@@ -107,30 +113,41 @@ def main() -> None:
                 f"  {name:14s} {args.rows / seconds:8.0f} rows/s  ({seconds:.2f} s, {ratio:.2f}x in-process)"
             )
 
-        print("driver RSS (fresh process each; n_steps=4, fixed steps, 2 workers):")
-        for n in (100_000, 1_000_000):
-            make_rows(paths["test"], n, Path(tmp) / f"rows{n}.parquet")
+        rss_table(paths, tmp)
+
+
+def rss_table(paths: dict, tmp: str) -> None:
+    """Peak driver RSS and rows/s per input size and runner (a fresh process each)."""
+    sizes = [int(n) for n in args.rss_sizes.split(",") if n]
+    print("driver RSS (fresh process each; n_steps=4, fixed steps; Ray: 2 workers):")
+    header = ("rows", "runner", "before MiB", "peak MiB", "growth", "vs first", "rows/s")
+    print("  " + " ".join(f"{h:>{w}}" for h, w in zip(header, (10, 11, 11, 9, 7, 9, 8), strict=True)))
+    first: dict[str, float] = {}
+    for n in sizes:
+        make_rows(paths["test"], n, Path(tmp) / f"rows{n}.parquet")
+        for runner in ("ray", "in-process"):
             raw = config_for(
                 paths,
                 f"{tmp}/rows{n}.parquet",
-                f"{tmp}/rss{n}",
-                ig={"n_steps": 4, "tolerance": None},
+                f"{tmp}/rss{n}_{runner}",
+                ig={"n_steps": 4, "tolerance": None, "batch_rows": 4096},
                 ray={"num_workers": 2, "shard_rows": 32768},
             )
-            raw["ig"]["batch_rows"] = 4096
             (Path(tmp) / f"rss{n}.yaml").write_text(yaml.safe_dump(raw))
             child = subprocess.run(
-                [sys.executable, __file__, "--driver-rss", f"{tmp}/rss{n}.yaml"],
+                [sys.executable, __file__, "--driver-rss", f"{tmp}/rss{n}.yaml", "--runner", runner],
                 capture_output=True,
                 text=True,
                 check=True,
             )
             result = json.loads(child.stdout.strip().splitlines()[-1])
-            growth = result["peak_mib"] - result["before_mib"]
+            first.setdefault(runner, result["peak_mib"])
             print(
-                f"  {n:>9,} rows: driver RSS {result['before_mib']:.0f} MiB before the stage, peak "
-                f"{result['peak_mib']:.0f} MiB during it (+{growth:.0f} MiB); {result['seconds']:.1f} s"
+                f"  {n:>10,} {runner:>11} {result['before_mib']:>11.0f} {result['peak_mib']:>9.0f} "
+                f"{result['peak_mib'] - result['before_mib']:>+7.0f} "
+                f"{result['peak_mib'] / first[runner]:>8.2f}x {n / result['seconds']:>8.0f}"
             )
+        (Path(tmp) / f"rows{n}.parquet").unlink()
 
 
 if __name__ == "__main__":
@@ -139,6 +156,9 @@ if __name__ == "__main__":
     )
     parser.add_argument("--rows", type=int, default=16_000)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--rss-sizes", default="100000,1000000,3000000", help="input sizes of the RSS table")
+    parser.add_argument("--rss-only", action="store_true", help="only the RSS table")
     parser.add_argument("--driver-rss", metavar="CONFIG")
+    parser.add_argument("--runner", default="ray", choices=["ray", "in-process"])
     args = parser.parse_args()
-    driver_rss(args.driver_rss) if args.driver_rss else main()
+    driver_rss(args.driver_rss, args.runner) if args.driver_rss else main()

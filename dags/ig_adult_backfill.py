@@ -1,7 +1,8 @@
 """Backfill explanations over date-partitioned history (``partitions/ds=YYYY-MM-DD/``).
 
-Idempotent per date: outputs go to ``runs/backfill/ds=<ds>/`` by write-then-rename, finished
-Ray shards are reused, and the history table replaces the date's rows. ``catchup=True`` lets
+Idempotent per run: outputs go to ``runs/backfill/ds=<ds>/model=<version>/run=<run id>/`` by
+write-then-rename, a re-run of the same run reuses its finished Ray shards, and the history
+table keeps one record per run. ``catchup=True`` lets
 Airflow fill the range; with a scheduler running::
 
     airflow backfill create --dag-id ig_adult_backfill --from-date 2024-01-01 --to-date 2024-01-07

@@ -3,7 +3,9 @@ every night: load -> validate -> IG on Ray -> aggregate -> drift.
 
 ``ig_adult_retrain`` publishes the model-artifact Asset; ``ig_adult_explain`` runs when that
 Asset is updated or at 03:00 UTC, and publishes the attributions Asset. Data and outputs
-live under ``IG_AIRFLOW_DEMO_DIR`` (default: ``demo_output`` beside ``dags/``).
+live under ``IG_AIRFLOW_DEMO_DIR`` (default: ``demo_output`` beside ``dags/``); the retrain's
+seed is ``IG_AIRFLOW_DEMO_SEED`` (default 0: another seed publishes another model version). Each
+explain run writes its own folder, ``runs/explain/ds=<ds>/model=<version>/run=<run id>/``.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ with DAG(
         from ig_airflow.artifacts import read_metadata
         from ig_airflow.demo.prepare import prepare_demo
 
-        paths = prepare_demo(DEMO_DIR)
+        paths = prepare_demo(DEMO_DIR, seed=int(os.environ.get("IG_AIRFLOW_DEMO_SEED", "0")))
         return {"artifact": paths["artifact"], "checksum": read_metadata(paths["artifact"]).checksum()}
 
     train_and_publish()

@@ -32,6 +32,19 @@ def _row_ids(values: list[str]) -> str | dict[str, str]:
     return {column: value for column, _, value in pairs}
 
 
+def _run_config(args: argparse.Namespace) -> Any:
+    """The run config of a command: rendered, its run id set, placed in the run's own folder."""
+    from ig_airflow.config import load_run_config
+    from ig_airflow.identity import resolve_run
+
+    config = load_run_config(args.config, _template_vars(args.set))
+    if args.run_id:
+        config = config.model_copy(
+            update={"output": config.output.model_copy(update={"run_id": args.run_id})}
+        )
+    return resolve_run(config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ig-airflow",
@@ -55,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
         command = sub.add_parser(name, help=text.split(". ")[0], description=text)
         command.add_argument("--config", required=True, help="run config YAML (see ig_airflow.config)")
         command.add_argument(
+            "--run-id",
+            help="this run's id (output.run_id; default 'manual': the same command resumes the same "
+            "run; with output.run_folder, a new id gets a new folder)",
+        )
+        command.add_argument(
             "--set",
             action="append",
             default=[],
@@ -62,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="fill a {{ KEY }} placeholder in the config (ds defaults to today's date)",
         )
 
+    _add_inspect_parsers(sub)
+    _add_demo_parser(sub)
+    return parser
+
+
+def _add_inspect_parsers(sub: Any) -> None:
+    """``why`` (one row of a run) and ``runs`` (the runs under a folder)."""
     why = sub.add_parser(
         "why",
         help="why did the model decide this? one row's explanation from a finished run",
@@ -83,8 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     why.add_argument("--top", type=int, default=10, help="features to show (default: 10; 0: all)")
     why.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
-    _add_demo_parser(sub)
-    return parser
+    runs = sub.add_parser(
+        "runs",
+        help="list the runs under a folder: partition, model version, run id, folder",
+        description="List every finished run under a folder (one per run folder), oldest first.",
+    )
+    runs.add_argument("root", help="a folder of run folders, e.g. output.uri with output.run_folder")
+    runs.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
 
 def _add_demo_parser(sub: Any) -> None:
@@ -112,26 +142,21 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         if args.command == "explain":
-            from ig_airflow.config import load_run_config
             from ig_airflow.pipeline import run_ig
 
-            config = load_run_config(args.config, _template_vars(args.set))
-            manifest = run_ig(config)
+            manifest = run_ig(_run_config(args))
             print(
                 json.dumps({k: manifest[k] for k in ("outputs", "rows", "completeness", "timing")}, indent=2)
             )
         elif args.command == "validate":
-            from ig_airflow.config import load_run_config
             from ig_airflow.validation import run_validation
 
-            report = run_validation(load_run_config(args.config, _template_vars(args.set)))
+            report = run_validation(_run_config(args))
             print(json.dumps({k: report[k] for k in ("rows", "mapped", "outputs")}, indent=2))
         elif args.command == "run":
-            from ig_airflow.config import load_run_config
             from ig_airflow.pipeline import run_pipeline
 
-            template_vars = _template_vars(args.set)
-            manifest = run_pipeline(load_run_config(args.config, template_vars), run_key=template_vars["ds"])
+            manifest = run_pipeline(_run_config(args), run_key=_template_vars(args.set)["ds"])
             keys = ("outputs", "rows", "validation", "completeness", "summary", "drift", "timing")
             print(json.dumps({k: manifest.get(k) for k in keys}, indent=2))
         elif args.command == "why":
@@ -143,6 +168,15 @@ def main(argv: list[str] | None = None) -> int:
                 print(json.dumps(explanation.to_dict(top=top), indent=2, default=str))
             else:
                 print(explanation.to_text(top=top))
+        elif args.command == "runs":
+            from ig_airflow.identity import find_runs
+
+            found = find_runs(args.root)
+            if args.json:
+                print(json.dumps(found, indent=2))
+            for run in [] if args.json else found:
+                fields = [run.get(k, "-") for k in ("partition", "model_version", "run_id")]
+                print("\t".join([*fields, run["uri"]]))
         elif args.command == "demo" and args.demo_command == "prepare":
             from ig_airflow.demo.prepare import prepare_demo
 

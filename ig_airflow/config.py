@@ -197,8 +197,10 @@ class DriftSection(StrictModel):
 
     reference_uri: str | None = Field(
         None,
-        description="attributions.parquet of the reference run (other model version or period), "
-        "or 'previous': the latest earlier run in the history table.",
+        description="The reference run: attributions.parquet of a run (another model version or "
+        "period), or from the history table: 'previous_run' (alias 'previous': the latest earlier "
+        "partition, any model), 'previous_model_version' (the latest run of another model version "
+        "on this partition) or 'auto' (that, else the previous partition of this model version).",
     )
     history_uri: str | None = Field(None, description="Parquet history table, one row per run and feature.")
     run_key: str | None = Field(None, description="Identifies this run in the history table (default: ds).")
@@ -221,7 +223,28 @@ class DriftSection(StrictModel):
 
 
 class OutputSection(StrictModel):
-    uri: str = Field(description="Directory for attributions.parquet and manifest.json.")
+    """Where a run writes. A run is identified by its data partition, the model version (the
+    artifact's checksum) and its run id; with ``run_folder`` each run gets its own folder under
+    ``uri`` and no two runs ever write the same one (see :mod:`ig_airflow.identity`)."""
+
+    uri: str = Field(
+        description="The run folder (attributions.parquet, manifest.json, ...); with run_folder, "
+        "the root under which every run gets its own folder."
+    )
+    run_folder: str | None = Field(
+        None,
+        description="Each run's folder under uri, with ig_airflow's placeholders {partition} "
+        "(data.partition as key=value, or 'all'), {model_version} and {run_id}, e.g. "
+        "'ds={{ ds }}/model={model_version}/run={run_id}'.",
+    )
+    run_id: str = Field(
+        "manual",
+        min_length=1,
+        description="This run's id: the Airflow run id (set by the operators), or ig-airflow run --run-id.",
+    )
+    partition: str | None = Field(
+        None, description="The data partition this run explains, as recorded (default: from data.partition)."
+    )
 
 
 class RunConfig(StrictModel):

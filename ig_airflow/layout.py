@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ig_airflow.config import RunConfig
+from ig_airflow.exceptions import ConfigError
 from ig_airflow.io import join_uri
 
 
@@ -107,6 +108,14 @@ class RunLayout(_Folder):
     def of(cls, config: RunConfig) -> RunLayout:
         """The layout of the run that ``config`` writes."""
         return cls(config.output.uri, config.validation.output_uri)
+
+    @staticmethod
+    def under(root: str, folder: str) -> str:
+        """The run folder ``folder`` (relative, '/'-separated) under ``root``; it cannot leave it."""
+        parts = [p for p in folder.strip("/").split("/") if p]
+        if not parts or any(p in (".", "..") for p in parts) or folder.startswith("/"):
+            raise ConfigError(f"output.run_folder {folder!r} must be a relative path inside output.uri")
+        return join_uri(root, *parts)
 
     @property
     def attributions(self) -> str:

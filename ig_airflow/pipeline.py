@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ig_airflow.config import RunConfig
+from ig_airflow.identity import resolve_run, run_identity
 from ig_airflow.io import write_json
 from ig_airflow.layout import RunLayout
 from ig_airflow.lease import run_lease
@@ -22,6 +23,7 @@ def validated_config(config: RunConfig, validated_uri: str | None = None) -> Run
 
 def run_ig(config: RunConfig) -> dict[str, Any]:
     """The IG stage: on Ray when ``ray.enabled`` (the default), else in this process."""
+    config = resolve_run(config)
     if config.ray.enabled:
         from ig_airflow.run.ray_runner import run_explain_ray
 
@@ -36,15 +38,16 @@ def run_pipeline(config: RunConfig, run_key: str | None = None) -> dict[str, Any
     (when ``validation.enabled``), IG on the validated rows, aggregation, then drift against the
     configured reference with the history table and the HTML report. Holds the run folder's
     lease throughout; returns the run manifest, with the validation counts, the summary and the
-    drift alerts. ``run_key`` names the run in the history table (default: ``drift.run_key``,
-    else ``run``)."""
+    drift alerts. ``run_key`` names the run's partition in the history table (default:
+    ``drift.run_key``, else the run's partition)."""
+    config = resolve_run(config)
     layout = RunLayout.of(config)
     with run_lease(layout):
         manifest = _validate_and_explain(config)
         summary = run_aggregation(config)
         manifest["summary"] = {"top_features": summary["top_features"], "outputs": summary["outputs"]}
         write_json(layout.manifest, manifest)
-        drift, report = run_drift(config, config.drift.run_key or run_key or "run")
+        drift, report = run_drift(config, config.drift.run_key or run_key or str(config.output.partition))
         manifest["drift"] = {"alerts": drift["alerts"], "reference": drift.get("reference"), "report": report}
         write_json(layout.manifest, manifest)
     return manifest
@@ -69,6 +72,7 @@ def run_aggregation(config: RunConfig) -> dict[str, Any]:
     from ig_airflow.analysis.aggregation import summarise_run
     from ig_airflow.artifacts import read_metadata
 
+    config = resolve_run(config)
     layout = RunLayout.of(config)
     spec = read_metadata(config.model.uri).inputs
     inputs = layout.validation.validated if config.validation.enabled else config.data.input_uri
@@ -79,20 +83,25 @@ def run_aggregation(config: RunConfig) -> dict[str, Any]:
             inputs_uri=inputs,
             categorical=spec.categorical_names,
             id_columns=config.data.id_columns,
+            inputs_partition={} if config.validation.enabled else config.data.partition,
         )
 
 
-def run_drift(config: RunConfig, run_key: str) -> tuple[dict[str, Any], str]:
-    """Drift against the configured reference, the history table, then the HTML report (also
-    when ``on_alert: fail`` raises, so that the report shows the alerts). Returns the drift
-    result and the report's URI."""
+def run_drift(config: RunConfig, run_key: str | None = None) -> tuple[dict[str, Any], str]:
+    """Drift against the configured reference, the history table (one record per run: its
+    partition key ``run_key``, default the run's partition, its model version and run id), then
+    the HTML report (also when ``on_alert: fail`` raises, so that the report shows the alerts).
+    Returns the drift result and the report's URI."""
     from ig_airflow.analysis.drift import summarise_drift
     from ig_airflow.analysis.report import build_report
 
+    config = resolve_run(config)
+    identity = run_identity(config)
+    run = {"run_key": run_key or identity.partition, **identity.to_dict()}
     layout = RunLayout.of(config)
     with run_lease(layout):
         try:
-            result = summarise_drift(layout.attributions, layout.drift.root, config.drift, run_key)
+            result = summarise_drift(layout.attributions, layout.drift.root, config.drift, run)
         finally:
             report = build_report(
                 config.output.uri,

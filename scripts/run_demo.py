@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ig_airflow.identity import find_runs
 from ig_airflow.layout import RunLayout
 from ig_airflow.testing.airflow_local import airflow_env, dag_test, run_airflow
 
@@ -46,7 +47,7 @@ def main() -> int:
             print(log[-5000:], file=sys.stderr)
             print(f"{dag_id} failed; full log: {out / f'{dag_id}.log'}", file=sys.stderr)
             return 1
-    run = out / "runs" / "explain" / f"ds={args.date}"
+    run = Path(find_runs(str(out / "runs" / "explain" / f"ds={args.date}"))[-1]["uri"])  # the latest
     layout = RunLayout(str(run))
     manifest = json.loads(Path(layout.manifest).read_text())
     validation = json.loads(Path(layout.validation.report).read_text())

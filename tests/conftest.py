@@ -13,6 +13,18 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("IG_AIRFLOW_TRUSTED_MODULES", "ig_airflow.demo")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_ray_left_behind():
+    """A module whose pipeline started an embedded Ray in this process shuts it down, so the
+    next module starts from a process without one (as a fresh task would)."""
+    yield
+    import sys
+
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Demo data, a trained and Platt-calibrated PyTorch artifact and a run config."""

@@ -31,6 +31,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ig_airflow.dataset import open_dataset
 from ig_airflow.exceptions import InputDataError
 from ig_airflow.io import open_parquet, write_json, write_parquet
 from ig_airflow.layout import SummaryLayout
@@ -200,14 +201,18 @@ def layer_summary(uri: str) -> pd.DataFrame:
 
 
 def category_summary(
-    attributions_uri: str, inputs_uri: str, categorical: list[str], id_columns: list[str]
+    attributions_uri: str,
+    inputs_uri: str,
+    categorical: list[str],
+    id_columns: list[str],
+    inputs_partition: dict[str, str] | None = None,
 ) -> pd.DataFrame:
     """Mean attribution per categorical feature and value (and per target in a multi-target
     run). ``inputs_uri`` holds the explained rows in the same order as the attributions (the
     validated file; each row repeated once per target in the attributions); ids are checked."""
-    inputs = open_parquet(inputs_uri)
+    inputs = open_dataset(inputs_uri, inputs_partition)
     attributions = open_parquet(attributions_uri)
-    n_inputs, n_rows = inputs.metadata.num_rows, attributions.metadata.num_rows
+    n_inputs, n_rows = inputs.num_rows, attributions.metadata.num_rows
     targets = run_targets(attributions_uri)
     per_row = n_rows // n_inputs if n_inputs and n_rows % n_inputs == 0 else 0
     if n_rows != n_inputs and not (targets and per_row):
@@ -217,13 +222,13 @@ def category_summary(
         )
     rows = pa.array(np.repeat(np.arange(n_inputs), max(per_row, 1)))
     for column in id_columns:
-        explained = inputs.read(columns=[column]).column(0).take(rows)
+        explained = inputs.read_table(columns=[column]).column(0).take(rows)
         if not pc.all(pc.equal(explained, attributions.read(columns=[column]).column(0))).as_py():
             raise InputDataError(f"id column {column!r} differs between {inputs_uri} and {attributions_uri}")
     keys = ["target", "value"] if targets else ["value"]
     frames = []
     for feature in categorical:
-        values = pc.cast(inputs.read(columns=[feature]).column(0).take(rows), pa.string())
+        values = pc.cast(inputs.read_table(columns=[feature]).column(0).take(rows), pa.string())
         scores = pa.chunked_array([read_column(attributions_uri, attribution_column(feature))])
         table = pa.table({"value": values, "attribution": scores})
         if targets:
@@ -261,6 +266,7 @@ def summarise_run(
     inputs_uri: str | None = None,
     categorical: list[str] | None = None,
     id_columns: list[str] | None = None,
+    inputs_partition: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Write ``feature_summary.parquet`` (and ``category_summary.parquet`` when the inputs and
     categorical features are given) under ``output_uri``; returns their URIs and counts."""
@@ -277,7 +283,9 @@ def summarise_run(
     if targets:
         result["targets"] = targets
     if inputs_uri and categorical:
-        categories = category_summary(attributions_uri, inputs_uri, categorical, id_columns or [])
+        categories = category_summary(
+            attributions_uri, inputs_uri, categorical, id_columns or [], inputs_partition
+        )
         outputs["category_summary"] = layout.table("category")
         write_parquet(outputs["category_summary"], pa.Table.from_pandas(categories, preserve_index=False))
         result["categories"] = len(categories)

@@ -17,6 +17,7 @@ Metrics:
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -195,49 +196,101 @@ def alerts_for(report: DriftReport, settings: DriftSection) -> list[dict[str, An
     return alerts
 
 
-def append_history(history_uri: str, run_key: str, summary: pd.DataFrame, extra: dict[str, Any]) -> int:
-    """Replace this run's rows in the history table (idempotent), keep the others; returns
+RUN_COLUMNS = ["run_key", "model_version", "run_id"]  # one run in the history table
+HISTORY_REFERENCES = ("previous", "previous_run", "previous_model_version", "auto")
+
+
+def as_run(run: str | dict[str, str]) -> dict[str, str]:
+    """A run of the history table: its partition key, model version and run id (a bare key:
+    a run with no identity, as tables written before runs had one)."""
+    if isinstance(run, str):
+        return {"run_key": run, "model_version": "", "run_id": ""}
+    return {column: str(run.get(column, "")) for column in RUN_COLUMNS}
+
+
+def append_history(
+    history_uri: str, run: str | dict[str, str], summary: pd.DataFrame, extra: dict[str, Any]
+) -> int:
+    """Write this run's rows into the history table, replacing only its own earlier rows (a
+    re-run of the same run: same partition key, model version and run id) and keeping when it
+    was first recorded, so re-running is byte-identical; every other run's rows stay. Returns
     the table's row count. Concurrent appends are serialised by a lock, so none is lost."""
+    run = as_run(run)
     rows = summary[["feature", "mean_abs_attribution", "mean_attribution", "share", "rank"]].copy()
-    rows.insert(0, "run_key", run_key)
+    for i, column in enumerate(RUN_COLUMNS):
+        rows.insert(i, column, run[column])
     for key, value in extra.items():
         rows[key] = value
     with exclusive(history_uri):
+        recorded_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         if exists(history_uri):
             history = read_parquet(history_uri).to_pandas()
-            history = history[history["run_key"] != run_key]
-            rows = pd.concat([history, rows], ignore_index=True)
-        rows = rows.sort_values(["run_key", "rank"]).reset_index(drop=True)
-        write_parquet(history_uri, pa.Table.from_pandas(rows, preserve_index=False))
+            for column in RUN_COLUMNS[1:]:  # tables written before runs had an identity
+                if column not in history:
+                    history[column] = ""
+            if "recorded_at" not in history:
+                history["recorded_at"] = ""
+            mine = (history[RUN_COLUMNS] == pd.Series(run)[RUN_COLUMNS]).all(axis=1)
+            if mine.any():
+                recorded_at = str(history.loc[mine, "recorded_at"].iloc[0])
+            rows["recorded_at"] = recorded_at
+            rows = pd.concat([history[~mine], rows], ignore_index=True)
+        else:
+            rows["recorded_at"] = recorded_at
+        rows = rows.sort_values(["run_key", "recorded_at", "model_version", "run_id", "rank"])
+        write_parquet(history_uri, pa.Table.from_pandas(rows.reset_index(drop=True), preserve_index=False))
     return len(rows)
 
 
-def previous_run(history_uri: str | None, run_key: str) -> str | None:
-    """Attributions URI of the latest run before ``run_key`` in the history table."""
+def reference_run(history_uri: str | None, how: str, run: str | dict[str, str]) -> str | None:
+    """Attributions URI of the reference run chosen from the history table:
+
+    - ``previous_run`` (``previous``): the latest run of an earlier partition key, any model;
+    - ``previous_model_version``: the latest run of another model version on this partition key;
+    - ``auto``: that, else the latest run of this model version on an earlier partition key.
+    """
+    run = as_run(run)
     if not history_uri:
-        raise ConfigError("drift.reference_uri: 'previous' needs drift.history_uri")
+        raise ConfigError(f"drift.reference_uri: {how!r} needs drift.history_uri")
     if not exists(history_uri):
         return None
-    history = read_parquet(history_uri, columns=["run_key", "attributions_uri"]).to_pandas()
-    earlier = history[history["run_key"] < run_key].sort_values("run_key")
-    return str(earlier["attributions_uri"].iloc[-1]) if len(earlier) else None
+    history = read_parquet(history_uri).to_pandas()
+    for column in ("model_version", "run_id", "recorded_at"):
+        if column not in history:
+            history[column] = ""
+    runs = history.drop_duplicates(RUN_COLUMNS).sort_values(["run_key", "recorded_at"])
+    runs = runs[~(runs[RUN_COLUMNS] == pd.Series(run)[RUN_COLUMNS]).all(axis=1)]  # never itself
+    earlier = runs[runs["run_key"] < run["run_key"]]
+    other_version = runs[
+        (runs["run_key"] == run["run_key"]) & (runs["model_version"] != run["model_version"])
+    ]
+    same_version_earlier = earlier[earlier["model_version"] == run["model_version"]]
+    if how in ("previous", "previous_run"):
+        chosen = earlier
+    elif how == "previous_model_version":
+        chosen = other_version
+    else:
+        chosen = other_version if len(other_version) else same_version_earlier
+    return str(chosen["attributions_uri"].iloc[-1]) if len(chosen) else None
 
 
 def summarise_drift(
-    current_uri: str, output_uri: str, settings: DriftSection, run_key: str
+    current_uri: str, output_uri: str, settings: DriftSection, run: str | dict[str, str]
 ) -> dict[str, Any]:
     """Write ``drift.json`` (and ``drift_features.parquet``) under ``output_uri`` comparing
     ``current_uri`` with ``settings.reference_uri``; append the run to the history table.
     Alerts are logged; with ``on_alert: fail`` they raise :class:`DriftAlert` after the
     outputs are written."""
+    run = as_run(run)
     reference = settings.reference_uri
-    if reference == "previous":
-        reference = previous_run(settings.history_uri, run_key)
-    result: dict[str, Any] = {"run_key": run_key, "current": current_uri, "reference": reference}
+    how = reference if reference in HISTORY_REFERENCES else None
+    if how:
+        reference = reference_run(settings.history_uri, how, run)
+    result: dict[str, Any] = {**run, "current": current_uri, "reference": reference, "reference_choice": how}
     summary = feature_summary(current_uri, primary_rows(current_uri))
     if settings.history_uri:
         extra = {"attributions_uri": current_uri}
-        result["history_rows"] = append_history(settings.history_uri, run_key, summary, extra)
+        result["history_rows"] = append_history(settings.history_uri, run, summary, extra)
         result["history"] = settings.history_uri
     if reference:
         report = compare_runs(reference, current_uri, settings)

@@ -93,7 +93,13 @@ class IGStageOperator(BaseOperator):
         raise NotImplementedError
 
     def run_config(self, context: Any) -> RunConfig:
+        """The run config rendered with the context, its run id the Airflow run's (unless the
+        config sets one), placed in the run's own folder (:func:`ig_airflow.identity.resolve_run`)."""
+        from ig_airflow.identity import resolve_run
+
         export_deployment_settings()
         raw = read_config_mapping(self.config_path)
         values = {**context_vars(context), **self.template_vars}
-        return parse_run_config(deep_merge(raw, self.overrides), self.config_path, values)
+        if "run_id" in values and "run_id" not in (raw.get("output") or {}):
+            raw = deep_merge(raw, {"output": {"run_id": str(values["run_id"])}})
+        return resolve_run(parse_run_config(deep_merge(raw, self.overrides), self.config_path, values))

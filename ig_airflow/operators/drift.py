@@ -26,7 +26,7 @@ class SummariseDriftOperator(IGStageOperator):
         from ig_airflow.pipeline import run_drift
 
         config = self.run_config(context)
-        run_key = config.drift.run_key or context_run_key(context)
+        run_key = config.drift.run_key or context_vars(context).get("ds") or config.output.partition
         result, report = run_drift(config, run_key)
         self.log.info("report: %s", report)
         return {
@@ -36,9 +36,6 @@ class SummariseDriftOperator(IGStageOperator):
             "ndcg_at_k": result.get("ndcg_at_k"),
             "drift": RunLayout.of(config).drift.json,
             "run_key": run_key,
+            "run": {k: result.get(k) for k in ("model_version", "run_id")},
+            "reference": result.get("reference"),
         }
-
-
-def context_run_key(context: Any) -> str:
-    values = context_vars(context)
-    return values.get("ds") or values.get("run_id") or "run"

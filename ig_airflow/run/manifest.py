@@ -14,6 +14,7 @@ import numpy as np
 
 from ig_airflow.config import RunConfig
 from ig_airflow.core.adaptive import RowAttributions
+from ig_airflow.identity import run_identity
 from ig_airflow.layout import RunLayout
 from ig_airflow.spec import ArtifactMetadata
 
@@ -90,6 +91,7 @@ def explain_manifest(
     """The IG stage's manifest: what was explained, with which model and settings, how well."""
     return {
         "stage": "explain",
+        "run": run_identity(config, metadata).to_dict(),
         "config_hash": config.config_hash(),
         "artifact": {
             "uri": artifact_uri,

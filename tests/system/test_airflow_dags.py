@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from ig_airflow.identity import find_runs
 from ig_airflow.testing.airflow_local import airflow_env, dag_test, run_airflow
 from ig_airflow.testing.faults import fault_env
 
@@ -38,6 +39,17 @@ def demo_dir(env: dict[str, str]) -> Path:
     return Path(env["IG_AIRFLOW_DEMO_DIR"])
 
 
+def run_folders(root: Path, ds: str) -> list[Path]:
+    """The run folders of one date (``ds=<ds>/model=<version>/run=<run id>``), oldest first."""
+    return [Path(r["uri"]) for r in find_runs(str(root / f"ds={ds}"))]
+
+
+def only_run(root: Path, ds: str) -> Path:
+    folders = run_folders(root, ds)
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
 def test_provider_is_listed_and_dags_import_without_errors(env) -> None:
     providers = run_airflow(["providers", "list"], env)
     assert "ig-airflow" in providers.stdout
@@ -51,7 +63,8 @@ def test_provider_is_listed_and_dags_import_without_errors(env) -> None:
 def test_explain_pipeline_runs_every_stage(env) -> None:
     ok, log = dag_test("ig_adult_explain", "2024-01-08", env)
     assert ok, log[-4000:]
-    run = demo_dir(env) / "runs" / "explain" / "ds=2024-01-08"
+    run = only_run(demo_dir(env) / "runs" / "explain", "2024-01-08")
+    assert run.parent.name.startswith("model=") and run.name.startswith("run=manual__")  # dags test's run id
     for name in (
         "attributions.parquet",
         "manifest.json",
@@ -73,9 +86,10 @@ def test_explain_pipeline_runs_every_stage(env) -> None:
 
 
 def test_ig_task_fails_once_is_retried_by_airflow_and_output_matches(env, tmp_path) -> None:
-    undisturbed = demo_dir(env) / "runs" / "explain" / "ds=2024-01-08" / "attributions.parquet"
-    if not undisturbed.exists():
+    explain = demo_dir(env) / "runs" / "explain"
+    if not run_folders(explain, "2024-01-08"):
         assert dag_test("ig_adult_explain", "2024-01-08", env)[0]
+    undisturbed = only_run(explain, "2024-01-08") / "attributions.parquet"
     marker = tmp_path / "failed_once"
     faulty = {**env, **fault_env(f"fail_run:after_shards=1:once={marker}")}
     ok, log = dag_test("ig_adult_explain", "2024-01-09", faulty)
@@ -86,7 +100,7 @@ def test_ig_task_fails_once_is_retried_by_airflow_and_output_matches(env, tmp_pa
     # the retry resumed: it reused the shard finished before the failure (the other shard's worker
     # may also have finished its shard before it was stopped)
     assert plans[0] == "0" and int(plans[-1]) >= 1, plans
-    retried = pd.read_parquet(demo_dir(env) / "runs" / "explain" / "ds=2024-01-09" / "attributions.parquet")
+    retried = pd.read_parquet(only_run(explain, "2024-01-09") / "attributions.parquet")
     pd.testing.assert_frame_equal(retried, pd.read_parquet(undisturbed))
 
 
@@ -96,28 +110,30 @@ def test_backfill_three_dates_is_idempotent(env) -> None:
         ok, log = dag_test("ig_adult_backfill", ds, env)
         assert ok, log[-4000:]
     root = demo_dir(env) / "runs" / "backfill"
-    partitions = sorted(p.name for p in root.glob("ds=*") if (p / "attributions.parquet").exists())
-    assert partitions == [f"ds={d}" for d in dates]
+    runs = {ds: only_run(root, ds) for ds in dates}  # one run folder per date
     for ds in dates:
-        explained = pd.read_parquet(root / f"ds={ds}" / "attributions.parquet")
+        explained = pd.read_parquet(runs[ds] / "attributions.parquet")
         source = pd.read_parquet(demo_dir(env) / "partitions" / f"ds={ds}" / "rows.parquet")
         assert sorted(explained.row_id) == sorted(source.row_id)
     history = pd.read_parquet(root / "history.parquet")
     assert sorted(history.run_key.unique()) == dates
-    drift = json.loads((root / "ds=2024-01-03" / "drift" / "drift.json").read_text())
-    assert drift["reference"].endswith("ds=2024-01-02/attributions.parquet")  # drift over time
+    drift = json.loads((runs["2024-01-03"] / "drift" / "drift.json").read_text())
+    assert drift["reference"] == str(runs["2024-01-02"] / "attributions.parquet")  # drift over time
 
     files = [
-        root / "ds=2024-01-02" / "attributions.parquet",
-        root / "history.parquet",
-        root / "ds=2024-01-02" / "validation" / "validated.parquet",
-        root / "ds=2024-01-02" / "summary" / "feature_summary.parquet",
+        runs["2024-01-02"] / "attributions.parquet",
+        runs["2024-01-02"] / "validation" / "validated.parquet",
+        runs["2024-01-02"] / "summary" / "feature_summary.parquet",
     ]
     before = {f: f.read_bytes() for f in files}
-    ok, log = dag_test("ig_adult_backfill", "2024-01-02", env)
+    ok, log = dag_test("ig_adult_backfill", "2024-01-02", env)  # another DAG run of the same date
     assert ok, log[-4000:]
-    assert "1 already done for these hashes, 0 to compute" in log  # nothing recomputed
+    again = run_folders(root, "2024-01-02")
+    assert len(again) == 2 and again[0] == runs["2024-01-02"]  # its own folder; the first untouched
     assert {f: f.read_bytes() for f in files} == before
+    assert (again[1] / "attributions.parquet").read_bytes() == before[files[0]]  # the same result
+    history = pd.read_parquet(root / "history.parquet")
+    assert len(history.drop_duplicates(["run_key", "model_version", "run_id"])) == 4  # one record per run
 
 
 def test_model_comparison_dag_summarises_drift_between_versions(env) -> None:
@@ -129,3 +145,30 @@ def test_model_comparison_dag_summarises_drift_between_versions(env) -> None:
     drift = json.loads((root / "candidate" / "drift" / "drift.json").read_text())
     assert drift["reference"].endswith("production/attributions.parquet")
     assert 0 <= drift["ndcg_at_k"] <= 1 and len(drift["features"]) == 14
+
+
+def test_a_retrain_on_the_same_day_adds_a_run_and_drift_between_model_versions(env) -> None:
+    """The nightly run, then a retrain (another model version) whose asset triggers an explain
+    run on the same day: two run folders, two history records, drift between the versions."""
+    explain = demo_dir(env) / "runs" / "explain"
+    if not run_folders(explain, "2024-01-08"):
+        assert dag_test("ig_adult_explain", "2024-01-08", env)[0]
+    nightly = only_run(explain, "2024-01-08")
+    before = (nightly / "attributions.parquet").read_bytes()
+    retrained = {**env, "IG_AIRFLOW_DEMO_SEED": "1"}  # the retrain learns another model version
+    assert dag_test("ig_adult_retrain", "2024-01-08", retrained)[0]
+    ok, log = dag_test("ig_adult_explain", "2024-01-08", retrained)
+    assert ok, log[-4000:]
+    folders = run_folders(explain, "2024-01-08")
+    assert len(folders) == 2 and folders[0] == nightly
+    assert (nightly / "attributions.parquet").read_bytes() == before  # the nightly run is untouched
+    after = folders[1]
+    assert after.parent.name != nightly.parent.name  # another model version
+    history = pd.read_parquet(explain / "history.parquet")
+    day = history[history.run_key == "2024-01-08"].drop_duplicates(["model_version", "run_id"])
+    assert len(day) == 2 and day.model_version.nunique() == 2
+    drift = json.loads((after / "drift" / "drift.json").read_text())
+    assert drift["reference_choice"] == "auto"
+    assert drift["reference"] == str(nightly / "attributions.parquet")  # the previous model version
+    assert 0 <= drift["ndcg_at_k"] <= 1
+    dag_test("ig_adult_retrain", "2024-01-08", env)  # leave the default model for the other tests

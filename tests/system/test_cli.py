@@ -117,3 +117,38 @@ def test_demo_with_a_torch_export_model_runs_end_to_end(tmp_path: Path) -> None:
     ).exists()
     assert json.loads((run / "drift" / "drift.json").read_text())["run_key"] == "x"
     assert (run / "report" / "report.html").exists() and manifest["drift"]["report"].endswith("report.html")
+
+
+def test_run_ids_give_each_run_its_folder_and_a_shared_folder_is_never_overwritten(
+    demo, tmp_path: Path
+) -> None:
+    pd.read_parquet(demo["test"]).head(200).to_parquet(tmp_path / "in.parquet", index=False)
+    config = demo_config(demo, tmp_path / "runs")
+    config["data"]["input_uri"] = str(tmp_path / "in.parquet")
+    config["ray"] = {"enabled": False}
+    config["output"] = {
+        "uri": str(tmp_path / "runs"),
+        "run_folder": "ds={{ ds }}/model={model_version}/run={run_id}",
+    }
+    path = write_config(tmp_path / "run.yaml", config)
+    for run_id in ("first", "second"):
+        result = run_cli("explain", "--config", str(path), "--set", "ds=2024-03-01", "--run-id", run_id)
+        assert result.returncode == 0, result.stderr
+    listed = run_cli("runs", str(tmp_path / "runs"), "--json")
+    runs = json.loads(listed.stdout)
+    assert [r["run_id"] for r in runs] == ["first", "second"] and len({r["uri"] for r in runs}) == 2
+    assert all(Path(r["uri"]).parent.parent.name == "ds=2024-03-01" for r in runs)
+
+    config["output"] = {"uri": str(tmp_path / "flat")}  # one folder for every run: the second is refused
+    flat = write_config(tmp_path / "flat.yaml", config)
+    assert (
+        run_cli("explain", "--config", str(flat), "--set", "ds=2024-03-01", "--run-id", "a").returncode == 0
+    )
+    before = (tmp_path / "flat" / "attributions.parquet").read_bytes()
+    refused = run_cli("explain", "--config", str(flat), "--set", "ds=2024-03-01", "--run-id", "b")
+    assert (
+        refused.returncode == 2
+        and "holds run 'a'" in refused.stderr
+        and "output.run_folder" in refused.stderr
+    )
+    assert (tmp_path / "flat" / "attributions.parquet").read_bytes() == before

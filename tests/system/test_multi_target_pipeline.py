@@ -7,7 +7,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
-import pytest
 import torch
 from torch import nn
 
@@ -18,15 +17,6 @@ from ig_airflow.pipeline import run_pipeline
 
 CLASSES = ["low", "mid", "high"]
 SHAPES = ["circle", "square", "star"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def own_ray():
-    """The pipeline starts an embedded Ray in this process; leave none behind for other modules."""
-    import ray
-
-    yield
-    ray.shutdown()
 
 
 def rows(n: int, seed: int) -> pd.DataFrame:

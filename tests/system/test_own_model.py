@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ig_airflow.identity import find_runs
 from ig_airflow.testing.airflow_local import airflow_env, dag_test, run_airflow
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -39,7 +40,9 @@ def test_own_model_from_training_task_to_airflow_run(tmp_path: Path) -> None:
     assert run_airflow(["db", "migrate"], env).returncode == 0
     ok, log = dag_test("explain_shapes", "2024-05-01", env)
     assert ok, log[-4000:]
-    run = project / "runs" / "ds=2024-05-01"
+    runs = find_runs(str(project / "runs" / "ds=2024-05-01"))
+    assert len(runs) == 1 and runs[0]["run_id"].startswith("manual__")  # airflow dags test's run id
+    run = Path(runs[0]["uri"])
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["rows"]["explained"] == 500 and manifest["artifact"]["loader"] == "torch_export"
     assert manifest["baseline_source"] == "reference data (median, most frequent)"

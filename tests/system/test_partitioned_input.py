@@ -26,14 +26,6 @@ COLORS = ["red", "green", "blue"]
 DAYS = ["2024-05-01", "2024-05-02", "2024-05-03"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def own_ray():
-    import ray
-
-    yield
-    ray.shutdown()
-
-
 class ShapeNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
