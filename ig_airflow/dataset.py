@@ -97,15 +97,14 @@ class InputDataset:
 
     def find(self, values: Mapping[str, object], columns: list[str] | None = None) -> pa.Table:
         """The rows whose columns equal ``values`` (ids), read with predicate pushdown file by file."""
-        file_filters = [(k, "==", v) for k, v in values.items() if k not in self.partition_columns]
+        partition = set(self.partition_columns)
+        file_filters = [(k, "==", v) for k, v in values.items() if k not in partition]
+        wanted_partition = {k: str(v) for k, v in values.items() if k in partition}
         parts = []
         for i, uri in enumerate(self.files):
-            if any(
-                self.partition_values and str(self.partition_values[i].get(k)) != str(v)
-                for k, v in values.items()
-                if k in self.partition_columns
-            ):
-                continue
+            keys = self.partition_values[i] if self.partition_values else {}
+            if any(keys.get(k) != v for k, v in wanted_partition.items()):
+                continue  # another partition: not opened
             fs, path = filesystem(uri)
             wanted = self._file_columns(columns)
             table = pq.read_table(path, filesystem=fs, columns=wanted, filters=file_filters or None)
