@@ -40,10 +40,16 @@ from ig_airflow.spec import ArtifactMetadata
 N_NUM, N_CAT, VOCAB, DIM = 20, 6, 1000, 16
 
 
-def build(seed: int = 0) -> tuple[TorchModelWrapper, Baseline, np.ndarray, np.ndarray, ArtifactMetadata]:
+def build(
+    rows: int, seed: int = 0, n_outputs: int = 1, output: dict | None = None
+) -> tuple[TorchModelWrapper, Baseline, np.ndarray, np.ndarray, ArtifactMetadata]:
+    """The benchmark net (``n_outputs`` logits, explained as ``output`` says) and ``rows`` rows."""
     torch.manual_seed(seed)
     names = [f"c{i}" for i in range(N_CAT)]
-    model = TabularNet(N_NUM, names, [VOCAB + 1] * N_CAT, embedding_dim=DIM, hidden=[256, 256, 256]).eval()
+    hidden = [256, 256, 256]
+    model = TabularNet(
+        N_NUM, names, [VOCAB + 1] * N_CAT, embedding_dim=DIM, hidden=hidden, n_outputs=n_outputs
+    )
     meta = ArtifactMetadata(
         framework="pytorch",
         loader="pickle",
@@ -59,13 +65,14 @@ def build(seed: int = 0) -> tuple[TorchModelWrapper, Baseline, np.ndarray, np.nd
                 for n in names
             ],
         },
+        output=output or {},
     )
     rng = np.random.default_rng(seed)
     return (
-        TorchModelWrapper(model, meta),
+        TorchModelWrapper(model.eval(), meta),
         Baseline(np.zeros(N_NUM), np.zeros(N_CAT, np.int64)),
-        rng.normal(size=(args.rows, N_NUM)),
-        rng.integers(1, VOCAB + 1, size=(args.rows, N_CAT)),
+        rng.normal(size=(rows, N_NUM)),
+        rng.integers(1, VOCAB + 1, size=(rows, N_CAT)),
         meta,
     )
 
@@ -82,7 +89,7 @@ def live_tensor_peak() -> float:
 
 def main() -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    wrapper, baseline, numeric, categorical, meta = build()
+    wrapper, baseline, numeric, categorical, meta = build(args.rows)
     settings = IGSection(n_steps=args.steps, tolerance=None, memory_budget_mb=args.budget_mb)
     ours = torch_attributor(wrapper, baseline, settings)
 

@@ -20,54 +20,19 @@ import argparse
 import numpy as np
 import torch
 from _measure import interleaved_medians
+from bench_ig_engine import build
 from captum.attr import LayerIntegratedGradients
 
 from ig_airflow.backends.torch.attribution import torch_attributor
-from ig_airflow.backends.torch.wrapper import TorchModelWrapper
 from ig_airflow.config import IGSection
-from ig_airflow.core.baselines import Baseline
-from ig_airflow.demo.torch_model import TabularNet
-from ig_airflow.spec import ArtifactMetadata
 
-N_NUM, N_CAT, VOCAB, DIM, CLASSES = 20, 6, 1000, 16, 10
-
-
-def build(rows: int) -> tuple[TorchModelWrapper, Baseline, np.ndarray, np.ndarray, ArtifactMetadata]:
-    torch.manual_seed(0)
-    names = [f"c{i}" for i in range(N_CAT)]
-    model = TabularNet(
-        N_NUM, names, [VOCAB + 1] * N_CAT, embedding_dim=DIM, hidden=[256, 256, 256], n_outputs=CLASSES
-    ).eval()
-    meta = ArtifactMetadata(
-        framework="pytorch",
-        loader="pickle",
-        model_file="-",
-        inputs={
-            "numeric": [{"name": f"x{i}"} for i in range(N_NUM)],
-            "categorical": [
-                {
-                    "name": n,
-                    "vocabulary": [str(v) for v in range(VOCAB)],
-                    "embedding_layer": f"embeddings.{n}",
-                }
-                for n in names
-            ],
-        },
-        output={"link": "softmax", "target": {"top_k": args.top_k}},
-    )
-    rng = np.random.default_rng(0)
-    return (
-        TorchModelWrapper(model, meta),
-        Baseline(np.zeros(N_NUM), np.zeros(N_CAT, np.int64)),
-        rng.normal(size=(rows, N_NUM)),
-        rng.integers(1, VOCAB + 1, size=(rows, N_CAT)),
-        meta,
-    )
+CLASSES = 10
 
 
 def main() -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
-    wrapper, baseline, numeric, categorical, meta = build(args.rows)
+    output = {"link": "softmax", "target": {"top_k": args.top_k}}
+    wrapper, baseline, numeric, categorical, meta = build(args.rows, n_outputs=CLASSES, output=output)
     ours = torch_attributor(wrapper, baseline, IGSection(n_steps=args.steps, tolerance=None))
     targets = ours.scores(wrapper(*ours.tensors(numeric, categorical)), None).targets  # each row's top k
     one_pass = ours.attribute(numeric, categorical, args.steps, targets)

@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ig_airflow.core.backend import FrameworkBackend
-from ig_airflow.core.encoding import encode_rows
+from ig_airflow.core.encoding import encode_rows, placeholder_rows
 from ig_airflow.core.outputs import is_per_target, target_columns, target_setting
 from ig_airflow.exceptions import ArtifactError, IGAirflowError
 from ig_airflow.io import read_parquet, write_parquet
@@ -94,13 +94,7 @@ def call_model(
 
 def smoke_test(backend: FrameworkBackend, model: Any, metadata: ArtifactMetadata, uri: str) -> None:
     """One forward pass on two rows of zeros and out-of-vocabulary indices."""
-    spec = metadata.inputs
-    numeric = np.zeros((2, len(spec.numeric)))
-    first = [
-        f.oov_index if f.oov_index is not None else min(f.index_map().values()) for f in spec.categorical
-    ]
-    categorical = np.array([first] * 2, dtype=np.int64).reshape(2, -1)
-    scores = call_model(backend, model, metadata, (numeric, categorical), uri)
+    scores = call_model(backend, model, metadata, placeholder_rows(metadata.inputs, 2), uri)
     if not np.isfinite(scores).all():
         raise ArtifactError(f"{uri}: the model returns non-finite outputs on rows of zeros")
     try:

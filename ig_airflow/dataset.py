@@ -149,14 +149,15 @@ def open_dataset(uri: str, partition: Mapping[str, str] | None = None) -> InputD
         where = f" in partition {partition}" if partition else ""
         raise InputDataError(f"{uri}: no Parquet files{where}")
     files = tuple(fs.unstrip_protocol(f.path) if _remote(fs) else f.path for f in fragments)
-    schemas = [open_parquet(f).schema_arrow for f in files]
+    footers = [open_parquet(f) for f in files]  # each file's footer, read once
+    schemas = [footer.schema_arrow for footer in footers]
     _check_same_schema(files, schemas)
     values = tuple(
         {k: str(v) for k, v in pads.get_partition_keys(f.partition_expression).items()} for f in fragments
     )
     partition_fields = [dataset.schema.field(k) for k in values[0]] if values and values[0] else []
     schema = pa.schema(list(schemas[0]) + partition_fields)
-    rows = tuple(open_parquet(f).metadata.num_rows for f in files)
+    rows = tuple(footer.metadata.num_rows for footer in footers)
     return InputDataset(uri, files, rows, schema, values if partition_fields else (), partition)
 
 

@@ -250,9 +250,9 @@ def category_summary(
     return result.sort_values(order, ascending=[True] * (len(order) - 1) + [False]).reset_index(drop=True)
 
 
-def run_feature_summary(uri: str) -> pd.DataFrame:
-    """:func:`feature_summary`, per target (a ``target`` column first) in a multi-target run."""
-    targets = run_targets(uri)
+def run_feature_summary(uri: str, targets: list[str]) -> pd.DataFrame:
+    """:func:`feature_summary`, per target (a ``target`` column first) when the run has
+    ``targets`` (:func:`run_targets`)."""
     if not targets:
         return feature_summary(uri)
     frames = [feature_summary(uri, (TARGET_COLUMN, t)).assign(target=t) for t in targets]
@@ -271,10 +271,10 @@ def summarise_run(
     """Write ``feature_summary.parquet`` (and ``category_summary.parquet`` when the inputs and
     categorical features are given) under ``output_uri``; returns their URIs and counts."""
     layout = SummaryLayout(output_uri)
-    summary = run_feature_summary(attributions_uri)
+    targets = run_targets(attributions_uri)
+    summary = run_feature_summary(attributions_uri, targets)
     outputs = {"feature_summary": layout.table("feature")}
     write_parquet(outputs["feature_summary"], pa.Table.from_pandas(summary, preserve_index=False))
-    targets = run_targets(attributions_uri)
     features = feature_summary(attributions_uri, primary_rows(attributions_uri)) if targets else summary
     result: dict[str, Any] = {
         "features": len(features),

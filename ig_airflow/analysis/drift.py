@@ -208,6 +208,20 @@ def as_run(run: str | dict[str, str]) -> dict[str, str]:
     return {column: str(run.get(column, "")) for column in RUN_COLUMNS}
 
 
+def read_history(history_uri: str) -> pd.DataFrame:
+    """The history table, with empty identity columns in tables written before runs had one."""
+    history = read_parquet(history_uri).to_pandas()
+    for column in [*RUN_COLUMNS, "recorded_at"]:
+        if column not in history:
+            history[column] = ""
+    return history
+
+
+def rows_of(history: pd.DataFrame, run: dict[str, str]) -> pd.Series:
+    """Which rows of the history table are the run's."""
+    return (history[RUN_COLUMNS] == pd.Series(run)[RUN_COLUMNS]).all(axis=1)
+
+
 def append_history(
     history_uri: str, run: str | dict[str, str], summary: pd.DataFrame, extra: dict[str, Any]
 ) -> int:
@@ -224,13 +238,8 @@ def append_history(
     with exclusive(history_uri):
         recorded_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         if exists(history_uri):
-            history = read_parquet(history_uri).to_pandas()
-            for column in RUN_COLUMNS[1:]:  # tables written before runs had an identity
-                if column not in history:
-                    history[column] = ""
-            if "recorded_at" not in history:
-                history["recorded_at"] = ""
-            mine = (history[RUN_COLUMNS] == pd.Series(run)[RUN_COLUMNS]).all(axis=1)
+            history = read_history(history_uri)
+            mine = rows_of(history, run)
             if mine.any():
                 recorded_at = str(history.loc[mine, "recorded_at"].iloc[0])
             rows["recorded_at"] = recorded_at
@@ -254,12 +263,8 @@ def reference_run(history_uri: str | None, how: str, run: str | dict[str, str]) 
         raise ConfigError(f"drift.reference_uri: {how!r} needs drift.history_uri")
     if not exists(history_uri):
         return None
-    history = read_parquet(history_uri).to_pandas()
-    for column in ("model_version", "run_id", "recorded_at"):
-        if column not in history:
-            history[column] = ""
-    runs = history.drop_duplicates(RUN_COLUMNS).sort_values(["run_key", "recorded_at"])
-    runs = runs[~(runs[RUN_COLUMNS] == pd.Series(run)[RUN_COLUMNS]).all(axis=1)]  # never itself
+    runs = read_history(history_uri).drop_duplicates(RUN_COLUMNS).sort_values(["run_key", "recorded_at"])
+    runs = runs[~rows_of(runs, run)]  # never itself
     earlier = runs[runs["run_key"] < run["run_key"]]
     other_version = runs[
         (runs["run_key"] == run["run_key"]) & (runs["model_version"] != run["model_version"])

@@ -47,3 +47,12 @@ def encode_rows(data: pa.Table | pd.DataFrame, spec: InputSpec) -> tuple[np.ndar
             )
         categorical[:, j] = codes.to_numpy(dtype=np.int64)
     return numeric, categorical
+
+
+def placeholder_rows(spec: InputSpec, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` encoded rows every model of ``spec`` accepts: zeros, and each categorical feature's
+    out-of-vocabulary index (its lowest known index when it has none)."""
+    indices = [
+        f.oov_index if f.oov_index is not None else min(f.index_map().values()) for f in spec.categorical
+    ]
+    return np.zeros((n, len(spec.numeric))), np.array([indices] * n, dtype=np.int64).reshape(n, -1)

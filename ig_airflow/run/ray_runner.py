@@ -76,14 +76,14 @@ def ensure_ray(config: RunConfig) -> dict[str, Any]:
 class ShardWorker:
     """A Ray actor's state: the model loaded once; explains shards and writes them."""
 
-    def __init__(self, config_json: dict[str, Any], threads: int):
+    def __init__(self, config_json: dict[str, Any], threads: int, dataset: InputDataset):
         from ig_airflow.core.backend import get_backend
 
         self.config = RunConfig.model_validate(config_json)
         get_backend(read_metadata(self.config.model.uri).framework).limit_threads(threads)
         self.explainer = build_explainer(self.config)
         self.layout = RunLayout.of(self.config)
-        self.dataset = open_dataset(self.config.data.input_uri, self.config.data.partition)
+        self.dataset = dataset  # listed once by the driver: every actor reads the same files
 
     def explain_shard(self, shard: Shard, record: dict[str, Any]) -> dict[str, Any]:
         from ig_airflow.io import write_parquet
@@ -144,7 +144,7 @@ def run_explain_ray(config: RunConfig) -> dict[str, Any]:
         )
         if todo:
             check_first_rows(config, dataset, todo[0])  # in the driver: a model that cannot run fails here
-            ShardPool(config, record).run(todo, done, len(shards), lease.renew)
+            ShardPool(config, record, dataset).run(todo, done, len(shards), lease.renew)
         _merge_shards(config, layout, shards, done, dataset.schema)
         manifest = explain_manifest(
             config,
@@ -208,10 +208,10 @@ class ShardPool:
     """Ray actors that explain shards as they become free; a dead worker is replaced and its
     shard retried up to ``ray.max_shard_attempts`` times."""
 
-    def __init__(self, config: RunConfig, record: dict[str, Any]):
+    def __init__(self, config: RunConfig, record: dict[str, Any], dataset: InputDataset):
         import ray
 
-        self.config, self.record = config, record
+        self.config, self.record, self.dataset = config, record, dataset
         settings = config.ray
         self.actor = ray.remote(
             max_restarts=settings.max_restarts, max_task_retries=settings.max_task_retries
@@ -226,7 +226,9 @@ class ShardPool:
 
     def new_worker(self) -> Any:
         threads = max(1, int(self.config.ray.cpus_per_worker))
-        return self.actor.options(**self.options).remote(self.config.model_dump(mode="json"), threads)
+        return self.actor.options(**self.options).remote(
+            self.config.model_dump(mode="json"), threads, self.dataset
+        )
 
     def run(
         self, todo: list[Shard], done: dict[int, dict[str, Any]], total: int, on_shard: Callable[[], None]

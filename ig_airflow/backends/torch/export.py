@@ -20,10 +20,10 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from ig_airflow.core.calling import feature_columns, model_arrays
+from ig_airflow.core.encoding import placeholder_rows
 from ig_airflow.exceptions import ArtifactError
 from ig_airflow.spec import InputSpec
 
@@ -33,12 +33,7 @@ EXAMPLE_BATCH = 2  # torch.export specialises sizes 0 and 1; a batch of 2 stays 
 def example_arguments(spec: InputSpec) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
     """Zero example inputs in the spec's calling style and their dynamic batch dimension (index
     0 for every categorical feature, or its out-of-vocabulary index)."""
-    numeric = np.zeros((EXAMPLE_BATCH, len(spec.numeric)))
-    first = [
-        f.oov_index if f.oov_index is not None else min(f.index_map().values()) for f in spec.categorical
-    ]
-    categorical = np.array([first] * EXAMPLE_BATCH, dtype=np.int64).reshape(EXAMPLE_BATCH, -1)
-    x_float, x_index = model_arrays(spec, numeric, categorical)
+    x_float, x_index = model_arrays(spec, *placeholder_rows(spec, EXAMPLE_BATCH))
     x_num = torch.as_tensor(x_float, dtype=torch.float32)
     x_cat = torch.as_tensor(x_index, dtype=torch.long)
     batch = torch.export.Dim("batch")
