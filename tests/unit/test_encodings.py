@@ -9,11 +9,13 @@ import pytest
 from pydantic import ValidationError
 
 from ig_airflow import CategoricalFeature, InputSpec
-from ig_airflow.config import BaselineSection
+from ig_airflow.config import BaselineSection, TopK
 from ig_airflow.core.baselines import resolve_baseline
 from ig_airflow.core.calling import fold_dense, model_arrays
 from ig_airflow.core.encoding import encode_rows
-from ig_airflow.exceptions import ConfigError, InputDataError
+from ig_airflow.core.outputs import target_columns
+from ig_airflow.exceptions import ArtifactError, ConfigError, InputDataError
+from ig_airflow.spec import OutputSpec
 
 
 def test_pandas_codes_have_no_oov_row_and_refuse_unseen_values() -> None:
@@ -71,3 +73,19 @@ def test_dense_layout_follows_get_dummies_columns_and_sums_blocks() -> None:
             calling="dense",
             dense_columns=["age", "color=green"],
         )
+
+
+def test_targets_that_do_not_exist_are_refused_naming_them() -> None:
+    output = OutputSpec(classes=["low", "high"])
+    scores = np.array([[0.2, 0.8]])
+    assert target_columns(["high", 0], output, scores).tolist() == [[1, 0]]
+    with pytest.raises(
+        ArtifactError, match=r"target 'medium' is not a class name; output.classes: \['low', 'high'\]"
+    ):
+        target_columns("medium", output, scores)
+    with pytest.raises(ArtifactError, match="output index 5 is out of range: the model returns 2"):
+        target_columns(5, output, scores)
+    with pytest.raises(ArtifactError, match="top_k 3 > the model's 2 outputs"):
+        target_columns(TopK(top_k=3), output, scores)
+    with pytest.raises(ArtifactError, match="returns 2 outputs per row; name the one"):
+        target_columns(None, output, scores)
