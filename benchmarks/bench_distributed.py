@@ -5,8 +5,9 @@
    rows of the Adult demo model at default IG settings; medians of --repeats.
 2. Peak RSS of the driver process during the stage (sampled; a fresh subprocess each) and its
    rows/s, for --rss-sizes input rows (default 100,000, 1,000,000 and 3,000,000; n_steps=4,
-   fixed steps, to keep the runs short), on Ray (2 workers) and in process, printed as a table
-   with each peak against the smallest size's; it must not grow with the input.
+   fixed steps, to keep the runs short), on Ray (2 workers) and in process, and of the
+   validation stage (Great Expectations, streamed in batches of 200,000 rows), printed as a
+   table with each peak against the smallest size's; it must not grow with the input.
 
 Usage: python benchmarks/bench_distributed.py [--rows 16000] [--repeats 3] [--rss-sizes 100000,1000000]
 """
@@ -55,18 +56,15 @@ def driver_rss(config_path: str, runner: str) -> None:
     from ig_airflow.config import load_run_config
     from ig_airflow.run.local import run_explain
     from ig_airflow.run.ray_runner import run_explain_ray
+    from ig_airflow.validation import run_validation
 
     config = load_run_config(config_path)
-    stage = run_explain_ray if runner == "ray" else run_explain
-    before, peak, manifest = peak_rss(lambda: stage(config))
+    stage = {"ray": run_explain_ray, "in-process": run_explain, "validation": run_validation}[runner]
+    started = time.perf_counter()
+    before, peak, _ = peak_rss(lambda: stage(config))
     print(
         json.dumps(
-            {
-                "before_mib": before / 2**20,
-                "peak_mib": peak / 2**20,
-                "rows": manifest["rows"]["explained"],
-                "seconds": manifest["timing"]["seconds"],
-            }
+            {"before_mib": before / 2**20, "peak_mib": peak / 2**20, "seconds": time.perf_counter() - started}
         )
     )
 
@@ -119,13 +117,13 @@ def main() -> None:
 def rss_table(paths: dict, tmp: str) -> None:
     """Peak driver RSS and rows/s per input size and runner (a fresh process each)."""
     sizes = [int(n) for n in args.rss_sizes.split(",") if n]
-    print("driver RSS (fresh process each; n_steps=4, fixed steps; Ray: 2 workers):")
+    print("driver RSS (fresh process each; IG: n_steps=4, fixed steps, Ray: 2 workers; validation: GX):")
     header = ("rows", "runner", "before MiB", "peak MiB", "growth", "vs first", "rows/s")
     print("  " + " ".join(f"{h:>{w}}" for h, w in zip(header, (10, 11, 11, 9, 7, 9, 8), strict=True)))
     first: dict[str, float] = {}
     for n in sizes:
         make_rows(paths["test"], n, Path(tmp) / f"rows{n}.parquet")
-        for runner in ("ray", "in-process"):
+        for runner in args.rss_runners.split(","):
             raw = config_for(
                 paths,
                 f"{tmp}/rows{n}.parquet",
@@ -159,6 +157,7 @@ if __name__ == "__main__":
     parser.add_argument("--rss-sizes", default="100000,1000000,3000000", help="input sizes of the RSS table")
     parser.add_argument("--rss-only", action="store_true", help="only the RSS table")
     parser.add_argument("--driver-rss", metavar="CONFIG")
-    parser.add_argument("--runner", default="ray", choices=["ray", "in-process"])
+    parser.add_argument("--runner", default="ray", choices=["ray", "in-process", "validation"])
+    parser.add_argument("--rss-runners", default="ray,in-process,validation", help="stages of the RSS table")
     args = parser.parse_args()
     driver_rss(args.driver_rss, args.runner) if args.driver_rss else main()

@@ -56,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = {
         "explain": "explain a Parquet file with a model artifact, as the run config says. Reads "
         "data.input_uri, computes IG (on Ray when ray.enabled, the default: embedded local Ray, or "
-        "the cluster at ray.address / RAY_ADDRESS), and writes attributions.parquet and manifest.json "
-        "under output.uri (write-then-rename)",
+        "the cluster at ray.address / RAY_ADDRESS), and writes the attributions dataset "
+        "(attributions/) and manifest.json under output.uri (committed when complete)",
         "validate": "validate the input with Great Expectations: validated + quarantined rows, "
         "GX result JSON and Data Docs under validation.output_uri",
         "run": "the whole pipeline, as the explain DAG runs it: validate the input, explain the validated "

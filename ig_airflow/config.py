@@ -158,6 +158,12 @@ class ValidationSection(StrictModel):
     )
     allow_extra_columns: bool = Field(True, description="Columns not in the spec pass through.")
     min_rows: int = Field(0, ge=0, description="Fail when the input has fewer rows.")
+    batch_rows: int = Field(
+        200_000,
+        ge=1,
+        description="Rows per Great Expectations run: the stage streams the input and holds one batch "
+        "(and the id columns, to find ids repeated across batches).",
+    )
     expectations: list[dict[str, Any]] = Field(
         default_factory=list,
         description="Extra GX expectations: {type: ExpectColumnValuesToBeBetween, kwargs: {...}}.",
@@ -197,12 +203,19 @@ class DriftSection(StrictModel):
 
     reference_uri: str | None = Field(
         None,
-        description="The reference run: attributions.parquet of a run (another model version or "
+        description="The reference run: a run folder or its attributions (another model version or "
         "period), or from the history table: 'previous_run' (alias 'previous': the latest earlier "
         "partition, any model), 'previous_model_version' (the latest run of another model version "
         "on this partition) or 'auto' (that, else the previous partition of this model version).",
     )
     history_uri: str | None = Field(None, description="Parquet history table, one row per run and feature.")
+    wait_for_reference_s: float = Field(
+        0,
+        ge=0,
+        description="With a history reference and a partitioned input: wait up to this long for the "
+        "run of the input's previous partition to be recorded (a backfill explaining partitions in "
+        "parallel), so that the reference does not depend on which run finished first; 0: no wait.",
+    )
     run_key: str | None = Field(None, description="Identifies this run in the history table (default: ds).")
     top_k: int = Field(5, ge=1, description="k of NDCG@k and of the entered/left top-k lists.")
     ndcg_min: float = Field(0.90, ge=0, le=1, description="Alert below this NDCG@k (SageMaker default 0.90).")
@@ -228,7 +241,7 @@ class OutputSection(StrictModel):
     ``uri`` and no two runs ever write the same one (see :mod:`ig_airflow.identity`)."""
 
     uri: str = Field(
-        description="The run folder (attributions.parquet, manifest.json, ...); with run_folder, "
+        description="The run folder (attributions/, manifest.json, ...); with run_folder, "
         "the root under which every run gets its own folder."
     )
     run_folder: str | None = Field(

@@ -134,6 +134,11 @@ class InputDataset:
         }
 
 
+def as_dataset(source: str | InputDataset) -> InputDataset:
+    """``source`` opened with :func:`open_dataset` (a URI), or as it is (already open)."""
+    return source if isinstance(source, InputDataset) else open_dataset(source)
+
+
 def open_dataset(uri: str, partition: Mapping[str, str] | None = None) -> InputDataset:
     """List the Parquet files of ``uri`` (file, directory, glob or Hive-partitioned dataset),
     keeping the partitions whose keys equal ``partition``'s values; see the module docstring."""
@@ -159,6 +164,33 @@ def open_dataset(uri: str, partition: Mapping[str, str] | None = None) -> InputD
     schema = pa.schema(list(schemas[0]) + partition_fields)
     rows = tuple(footer.metadata.num_rows for footer in footers)
     return InputDataset(uri, files, rows, schema, values if partition_fields else (), partition)
+
+
+def list_partitions(uri: str) -> list[dict[str, object]]:
+    """The partitions of a Hive-partitioned dataset (key -> typed value), sorted, listed from the
+    paths alone (no file is opened); [] for an unpartitioned one."""
+    fs, path = filesystem(uri)
+    try:
+        dataset = _discover(fs, path, uri)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputDataError(f"cannot read {uri} as Parquet: {exc}") from None
+    found = {
+        tuple(sorted(pads.get_partition_keys(f.partition_expression).items()))
+        for f in dataset.get_fragments()
+    }
+    return [dict(keys) for keys in sorted(k for k in found if k)]
+
+
+def previous_partition(uri: str, partition: Mapping[str, str]) -> dict[str, str] | None:
+    """The partition of ``uri`` just before ``partition`` (by its keys' typed values: dates and
+    numbers in their order), or None when it is the first or not there."""
+    keys = list(partition)  # in the order the run names its partition
+    values = sorted({tuple(p[k] for k in keys) for p in list_partitions(uri) if all(k in p for k in keys)})
+    mine = tuple(str(partition[k]) for k in keys)
+    position = next((i for i, v in enumerate(values) if tuple(map(str, v)) == mine), None)
+    if not position:  # the first partition, or one the dataset does not have
+        return None
+    return {k: str(v) for k, v in zip(keys, values[position - 1], strict=True)}
 
 
 def _remote(fs: object) -> bool:

@@ -276,41 +276,69 @@ def locked_json(uri: str) -> Iterator[tuple[Any, Callable[[Any], None]]]:
         yield current, replace
 
 
-class AtomicParquetWriter:
-    """Stream record batches into ``uri``; the file appears (by rename) only on success.
+SUCCESS_MARKER = "_SUCCESS"  # Hadoop/Spark's name for "this folder is complete"
 
-    Use as a context manager; on an exception the temporary file is removed.
+
+def dataset_complete(uri: str) -> bool:
+    """Whether the dataset folder ``uri`` was committed (holds ``_SUCCESS``)."""
+    return exists(join_uri(uri, SUCCESS_MARKER))
+
+
+class AtomicDatasetWriter:
+    """Write the Parquet dataset folder ``uri`` (``part-NNNNN.parquet`` files and ``_SUCCESS``)
+    so that readers see all of it or nothing: parts go to a hidden folder beside it, renamed into
+    place on success (replacing an earlier folder), removed on an exception. Readers such as
+    ``pyarrow.dataset``, DuckDB and Spark skip hidden and ``_`` files.
+
+    Use as a context manager: ``write`` a table as the next part, or ``place`` an existing file.
     """
 
-    def __init__(self, uri: str, schema: pa.Schema):
+    def __init__(self, uri: str):
         self.uri = uri
         self.fs, self.path = filesystem(uri)
-        parent = self.path.rpartition("/")[0]
-        if parent:
-            self.fs.makedirs(parent, exist_ok=True)
+        parent, _, name = self.path.rpartition("/")
+        for kind in ("tmp", "old"):  # left by a writer that died half-way
+            for stale in self.fs.glob(f"{parent}/.{name}.{kind}-*"):
+                self.fs.rm(stale, recursive=True)
         self.tmp = _tmp_name(self.path)
-        self._handle = self.fs.open(self.tmp, "wb")
-        self._writer = pq.ParquetWriter(self._handle, schema, compression="zstd")
+        self.fs.makedirs(self.tmp, exist_ok=True)
+        self.parts = 0
         self.rows = 0
 
-    def write(self, table: pa.Table | pa.RecordBatch) -> None:
-        self._writer.write(table)
-        self.rows += table.num_rows
+    @staticmethod
+    def part_name(index: int) -> str:
+        return f"part-{index:05d}.parquet"
 
-    def __enter__(self) -> AtomicParquetWriter:
+    def write(self, table: pa.Table, index: int | None = None) -> str:
+        """Write ``table`` as part ``index`` (default: the next); returns its sha256."""
+        index = self.parts if index is None else index
+        digest = write_parquet(self.fs.unstrip_protocol(f"{self.tmp}/{self.part_name(index)}"), table)
+        self.parts, self.rows = max(self.parts, index + 1), self.rows + table.num_rows
+        return digest
+
+    def place(self, source: str, index: int, move: bool) -> None:
+        """Make the file at ``source`` (a path on the same filesystem) part ``index``."""
+        (self.fs.mv if move else self.fs.copy)(source, f"{self.tmp}/{self.part_name(index)}")
+        self.parts = max(self.parts, index + 1)
+
+    def __enter__(self) -> AtomicDatasetWriter:
         return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            with contextlib.suppress(OSError):
+                self.fs.rm(self.tmp, recursive=True)
+            return
         try:
-            try:
-                self._writer.close()
-            finally:
-                self._handle.close()
-            if exc_type is None:
-                _rename(self.fs, self.tmp, self.path)
+            self.fs.pipe(f"{self.tmp}/{SUCCESS_MARKER}", b"")
+            old = None
+            if self.fs.exists(self.path):
+                old = _tmp_name(self.path).replace(".tmp-", ".old-")
+                self.fs.mv(self.path, old, recursive=True)
+            self.fs.mv(self.tmp, self.path, recursive=True)
+            if old:
+                self.fs.rm(old, recursive=True)
         except OSError as failure:
-            exc = exc or failure
-        if exc is not None or exc_type is not None:
-            _remove_quietly(self.fs, self.tmp)
-        if isinstance(exc, OSError):
-            raise StorageError(f"cannot write {self.uri}: {exc.strerror or exc}") from exc
+            with contextlib.suppress(OSError):
+                self.fs.rm(self.tmp, recursive=True)
+            raise StorageError(f"cannot write {self.uri}: {failure.strerror or failure}") from failure

@@ -3,10 +3,12 @@
 
 ::
 
-    <run>/attributions.parquet       the IG output table (ig_airflow.results)
+    <run>/attributions/              the IG output table (ig_airflow.results) as a Parquet dataset:
+                                     part-NNNNN.parquet, one per shard, and _SUCCESS
     <run>/manifest.json              hashes, counts, completeness, timing
-    <run>/shards/part-NNNNN.parquet  Ray shards (+ part-NNNNN.json records)
-    <run>/validation/                validated.parquet, quarantine.parquet, gx_result.json,
+    <run>/shards/                    part-NNNNN.json, each shard's record; part-NNNNN.parquet,
+                                     a shard written but not yet committed
+    <run>/validation/                validated/ and quarantine/ (Parquet datasets), gx_result.json,
                                      report.json, data_docs/index.html
     <run>/summary/                   feature_, category_, layer_summary.parquet, summary.json
     <run>/drift/                     drift.json, drift_features.parquet
@@ -24,7 +26,7 @@ from dataclasses import dataclass
 
 from ig_airflow.config import RunConfig
 from ig_airflow.exceptions import ConfigError
-from ig_airflow.io import join_uri
+from ig_airflow.io import AtomicDatasetWriter, join_uri
 
 
 @dataclass(frozen=True)
@@ -40,11 +42,13 @@ class ValidationLayout(_Folder):
 
     @property
     def validated(self) -> str:
-        return self._at("validated.parquet")
+        """The rows to explain, as cast and mapped (a Parquet dataset folder)."""
+        return self._at("validated")
 
     @property
     def quarantine(self) -> str:
-        return self._at("quarantine.parquet")
+        """The rows not explained, with their reasons (a Parquet dataset folder)."""
+        return self._at("quarantine")
 
     @property
     def gx_result(self) -> str:
@@ -119,7 +123,12 @@ class RunLayout(_Folder):
 
     @property
     def attributions(self) -> str:
-        return self._at("attributions.parquet")
+        """The attributions dataset (a folder of ``part-NNNNN.parquet`` files)."""
+        return self._at("attributions")
+
+    def attribution_part(self, index: int) -> str:
+        """Shard ``index``'s file in the committed attributions dataset."""
+        return self._at("attributions", AtomicDatasetWriter.part_name(index))
 
     @property
     def manifest(self) -> str:
@@ -135,8 +144,8 @@ class RunLayout(_Folder):
         return self._at("shards")
 
     def shard_rows(self, index: int) -> str:
-        """A shard's explained rows."""
-        return self._at("shards", f"part-{index:05d}.parquet")
+        """A shard's explained rows, as written by its worker, until the run commits them."""
+        return self._at("shards", AtomicDatasetWriter.part_name(index))
 
     def shard_record(self, index: int) -> str:
         """A shard's record: the hashes it was computed under, its counts and completeness."""

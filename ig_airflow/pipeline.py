@@ -101,7 +101,8 @@ def run_drift(config: RunConfig, run_key: str | None = None) -> tuple[dict[str, 
     layout = RunLayout.of(config)
     with run_lease(layout):
         try:
-            result = summarise_drift(layout.attributions, layout.drift.root, config.drift, run)
+            previous = _previous_partition(config)
+            result = summarise_drift(layout.attributions, layout.drift.root, config.drift, run, previous)
         finally:
             report = build_report(
                 config.output.uri,
@@ -111,3 +112,14 @@ def run_drift(config: RunConfig, run_key: str | None = None) -> tuple[dict[str, 
                 waterfall_ids=config.drift.waterfall_ids,
             )
     return result, report
+
+
+def _previous_partition(config: RunConfig) -> str | None:
+    """The input partition before the run's, named as a run's partition is (``ds=2024-01-02``),
+    when the drift reference waits for its run."""
+    if not (config.data.partition and config.drift.wait_for_reference_s):
+        return None
+    from ig_airflow.dataset import previous_partition
+
+    previous = previous_partition(config.data.input_uri, config.data.partition)
+    return "/".join(f"{k}={v}" for k, v in previous.items()) if previous else None

@@ -31,10 +31,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ig_airflow.dataset import open_dataset
+from ig_airflow.dataset import InputDataset, as_dataset, open_dataset
 from ig_airflow.exceptions import InputDataError
-from ig_airflow.io import open_parquet, write_json, write_parquet
-from ig_airflow.layout import SummaryLayout
+from ig_airflow.io import ROW_GROUP_ROWS, exists, read_json, write_json, write_parquet
+from ig_airflow.layout import RunLayout, SummaryLayout
 from ig_airflow.results import (
     ATTRIBUTION_PREFIX,
     RANK_COLUMN,
@@ -49,48 +49,61 @@ QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 QUANTILE_BINS = 4096
 
 
-def attribution_features(uri: str) -> list[str]:
-    features = feature_columns(open_parquet(uri).schema_arrow.names)
+Source = str | InputDataset  # an attributions dataset: its URI (folder or file), or already open
+
+
+def attribution_features(source: Source) -> list[str]:
+    dataset = as_dataset(source)
+    features = feature_columns(dataset.schema.names)
     if not features:
-        raise InputDataError(f"{uri}: no {ATTRIBUTION_PREFIX}<feature> columns; is it an attributions file?")
+        raise InputDataError(
+            f"{dataset.uri}: no {ATTRIBUTION_PREFIX}<feature> columns; is it an attributions dataset?"
+        )
     return features
+
+
+def open_attributions(uri: str) -> InputDataset:
+    """The attributions of ``uri``: a run folder (the dataset its manifest names), an
+    attributions dataset folder, or one attributions file (runs written before datasets)."""
+    manifest = RunLayout(uri).manifest
+    if exists(manifest):
+        uri = read_json(manifest)["outputs"]["attributions"]
+    return open_dataset(uri)
 
 
 Where = tuple[str, Any] | None  # keep only the rows whose column equals the value
 
 
-def iter_column_chunks(uri: str, column: str, where: Where = None) -> Iterator[np.ndarray]:
-    """A column, one column chunk (row group) at a time, as float64; ``where=(name, value)``
-    keeps the rows where column ``name`` equals ``value`` (one target of a multi-target run)."""
-    parquet = open_parquet(uri)
-    for i in range(parquet.metadata.num_row_groups):
-        if where is None:
-            table = parquet.read_row_group(i, columns=[column])
-        else:
-            table = parquet.read_row_group(i, columns=[column, where[0]])
+def iter_column_chunks(source: Source, column: str, where: Where = None) -> Iterator[np.ndarray]:
+    """A column, one row group's worth at a time, file after file, as float64;
+    ``where=(name, value)`` keeps the rows where column ``name`` equals ``value`` (one target of
+    a multi-target run)."""
+    columns = [column] if where is None else [column, where[0]]
+    for table in as_dataset(source).iter_batches(ROW_GROUP_ROWS, columns):
+        if where is not None:
             table = table.filter(pc.equal(table.column(1), pa.scalar(where[1], table.schema.field(1).type)))
         yield table.column(0).to_numpy(zero_copy_only=False).astype(np.float64)
 
 
-def read_column(uri: str, column: str, where: Where = None) -> np.ndarray:
+def read_column(source: Source, column: str, where: Where = None) -> np.ndarray:
     """A whole column as float64 (for small files and per-row views such as plots)."""
-    parts = list(iter_column_chunks(uri, column, where))
+    parts = list(iter_column_chunks(source, column, where))
     return np.concatenate(parts) if parts else np.zeros(0)
 
 
-def run_targets(uri: str) -> list[str]:
+def run_targets(source: Source) -> list[str]:
     """The targets of a multi-target run (a ``target`` column), most explained first; [] otherwise."""
-    parquet = open_parquet(uri)
-    if TARGET_COLUMN not in parquet.schema_arrow.names:
+    dataset = as_dataset(source)
+    if TARGET_COLUMN not in dataset.schema.names:
         return []
-    counts = parquet.read(columns=[TARGET_COLUMN]).column(0).value_counts().to_pylist()
+    counts = dataset.read_table([TARGET_COLUMN]).column(0).value_counts().to_pylist()
     return [c["values"] for c in sorted(counts, key=lambda c: (-c["counts"], c["values"]))]
 
 
-def primary_rows(uri: str) -> Where:
+def primary_rows(source: Source) -> Where:
     """Each row's first target in a multi-target run (``target_rank == 1``: the first listed,
     or the predicted class): what a single-target view (drift, report) looks at."""
-    names = open_parquet(uri).schema_arrow.names
+    names = as_dataset(source).schema.names
     return (RANK_COLUMN, 1) if RANK_COLUMN in names else None
 
 
@@ -113,17 +126,17 @@ class ColumnStats:
             self.high = max(self.high, float(values.max()))
 
 
-def column_stats(uri: str, column: str, where: Where = None) -> ColumnStats:
+def column_stats(source: Source, column: str, where: Where = None) -> ColumnStats:
     stats = ColumnStats()
-    for chunk in iter_column_chunks(uri, column, where):
+    for chunk in iter_column_chunks(source, column, where):
         stats.add(chunk)
     return stats
 
 
-def column_histogram(uri: str, column: str, edges: np.ndarray, where: Where = None) -> np.ndarray:
+def column_histogram(source: Source, column: str, edges: np.ndarray, where: Where = None) -> np.ndarray:
     """Counts of a column on ``edges`` (values outside go to the end bins), streamed."""
     counts = np.zeros(len(edges) - 1, dtype=np.int64)
-    for chunk in iter_column_chunks(uri, column, where):
+    for chunk in iter_column_chunks(source, column, where):
         counts += np.histogram(np.clip(chunk, edges[0], edges[-1]), edges)[0]
     return counts
 
@@ -137,17 +150,17 @@ def histogram_quantiles(counts: np.ndarray, edges: np.ndarray, quantiles: Sequen
     return [float(np.interp(q, cdf, edges)) for q in quantiles]
 
 
-def feature_summary(uri: str, where: Where = None) -> pd.DataFrame:
-    """Global importance of every feature in an attributions file (see the module docstring).
+def feature_summary(source: Source, where: Where = None) -> pd.DataFrame:
+    """Global importance of every feature in an attributions dataset (see the module docstring).
     Two streamed passes per column: exact moments and range, then a histogram of
     ``QUANTILE_BINS`` bins for the quantiles. ``where`` restricts it to one target's rows."""
-    rows = []
-    for feature in attribution_features(uri):
+    dataset, rows = as_dataset(source), []
+    for feature in attribution_features(dataset):
         column = attribution_column(feature)
-        stats = column_stats(uri, column, where)
+        stats = column_stats(dataset, column, where)
         if stats.count and stats.high > stats.low:
             edges = np.linspace(stats.low, stats.high, QUANTILE_BINS + 1)
-            counts = column_histogram(uri, column, edges, where)
+            counts = column_histogram(dataset, column, edges, where)
             quantiles = histogram_quantiles(counts, edges, QUANTILES)
         else:
             quantiles = [stats.low if stats.count else float("nan")] * len(QUANTILES)
@@ -169,16 +182,16 @@ def feature_summary(uri: str, where: Where = None) -> pd.DataFrame:
     return frame.sort_values("rank").reset_index(drop=True)
 
 
-def layer_summary(uri: str) -> pd.DataFrame:
+def layer_summary(source: Source) -> pd.DataFrame:
     """Global importance of every unit of the hidden layers attributed in the run
     (``ig.layer_attributions``): mean |attribution|, mean attribution, share of its layer's
     total and rank within the layer. Empty when the run attributed no layer."""
-    rows = []
-    for name in open_parquet(uri).schema_arrow.names:
+    dataset, rows = as_dataset(source), []
+    for name in dataset.schema.names:
         parsed = parse_layer_column(name)
         if parsed is None:
             continue
-        stats = column_stats(uri, name)
+        stats = column_stats(dataset, name)
         rows.append(
             {
                 "layer": parsed[0],
@@ -201,7 +214,7 @@ def layer_summary(uri: str) -> pd.DataFrame:
 
 
 def category_summary(
-    attributions_uri: str,
+    attributions_uri: Source,
     inputs_uri: str,
     categorical: list[str],
     id_columns: list[str],
@@ -211,9 +224,10 @@ def category_summary(
     run). ``inputs_uri`` holds the explained rows in the same order as the attributions (the
     validated file; each row repeated once per target in the attributions); ids are checked."""
     inputs = open_dataset(inputs_uri, inputs_partition)
-    attributions = open_parquet(attributions_uri)
-    n_inputs, n_rows = inputs.num_rows, attributions.metadata.num_rows
-    targets = run_targets(attributions_uri)
+    attributions = as_dataset(attributions_uri)
+    attributions_uri = attributions.uri
+    n_inputs, n_rows = inputs.num_rows, attributions.num_rows
+    targets = run_targets(attributions)
     per_row = n_rows // n_inputs if n_inputs and n_rows % n_inputs == 0 else 0
     if n_rows != n_inputs and not (targets and per_row):
         raise InputDataError(
@@ -223,16 +237,16 @@ def category_summary(
     rows = pa.array(np.repeat(np.arange(n_inputs), max(per_row, 1)))
     for column in id_columns:
         explained = inputs.read_table(columns=[column]).column(0).take(rows)
-        if not pc.all(pc.equal(explained, attributions.read(columns=[column]).column(0))).as_py():
+        if not pc.all(pc.equal(explained, attributions.read_table([column]).column(0))).as_py():
             raise InputDataError(f"id column {column!r} differs between {inputs_uri} and {attributions_uri}")
     keys = ["target", "value"] if targets else ["value"]
     frames = []
     for feature in categorical:
         values = pc.cast(inputs.read_table(columns=[feature]).column(0).take(rows), pa.string())
-        scores = pa.chunked_array([read_column(attributions_uri, attribution_column(feature))])
+        scores = pa.chunked_array([read_column(attributions, attribution_column(feature))])
         table = pa.table({"value": values, "attribution": scores})
         if targets:
-            table = table.append_column("target", attributions.read(columns=[TARGET_COLUMN]).column(0))
+            table = table.append_column("target", attributions.read_table([TARGET_COLUMN]).column(0))
         table = table.append_column("abs_attribution", pc.abs(table.column("attribution")))
         grouped = (
             table.group_by(keys)
@@ -250,7 +264,7 @@ def category_summary(
     return result.sort_values(order, ascending=[True] * (len(order) - 1) + [False]).reset_index(drop=True)
 
 
-def run_feature_summary(uri: str, targets: list[str]) -> pd.DataFrame:
+def run_feature_summary(uri: Source, targets: list[str]) -> pd.DataFrame:
     """:func:`feature_summary`, per target (a ``target`` column first) when the run has
     ``targets`` (:func:`run_targets`)."""
     if not targets:
@@ -271,11 +285,12 @@ def summarise_run(
     """Write ``feature_summary.parquet`` (and ``category_summary.parquet`` when the inputs and
     categorical features are given) under ``output_uri``; returns their URIs and counts."""
     layout = SummaryLayout(output_uri)
-    targets = run_targets(attributions_uri)
-    summary = run_feature_summary(attributions_uri, targets)
+    attributions = open_dataset(attributions_uri)  # listed once, read column by column
+    targets = run_targets(attributions)
+    summary = run_feature_summary(attributions, targets)
     outputs = {"feature_summary": layout.table("feature")}
     write_parquet(outputs["feature_summary"], pa.Table.from_pandas(summary, preserve_index=False))
-    features = feature_summary(attributions_uri, primary_rows(attributions_uri)) if targets else summary
+    features = feature_summary(attributions, primary_rows(attributions)) if targets else summary
     result: dict[str, Any] = {
         "features": len(features),
         "rows": int(features["rows"].max()) if len(features) else 0,
@@ -284,12 +299,12 @@ def summarise_run(
         result["targets"] = targets
     if inputs_uri and categorical:
         categories = category_summary(
-            attributions_uri, inputs_uri, categorical, id_columns or [], inputs_partition
+            attributions, inputs_uri, categorical, id_columns or [], inputs_partition
         )
         outputs["category_summary"] = layout.table("category")
         write_parquet(outputs["category_summary"], pa.Table.from_pandas(categories, preserve_index=False))
         result["categories"] = len(categories)
-    layers = layer_summary(attributions_uri)
+    layers = layer_summary(attributions)
     if len(layers):
         outputs["layer_summary"] = layout.table("layer")
         write_parquet(outputs["layer_summary"], pa.Table.from_pandas(layers, preserve_index=False))

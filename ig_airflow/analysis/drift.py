@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ from ig_airflow.analysis.aggregation import (
     attribution_features,
     column_histogram,
     feature_summary,
+    open_attributions,
     primary_rows,
 )
 from ig_airflow.config import DriftSection
@@ -118,9 +120,10 @@ class DriftReport:
 def compare_runs(reference_uri: str, current_uri: str, settings: DriftSection) -> DriftReport:
     """Drift of ``current_uri``'s attributions against ``reference_uri``'s (in a multi-target
     run, of each row's first target: the first listed or the predicted class)."""
-    ref_rows, cur_rows = primary_rows(reference_uri), primary_rows(current_uri)
-    ref_summary = feature_summary(reference_uri, ref_rows).set_index("feature")
-    cur_summary = feature_summary(current_uri, cur_rows).set_index("feature")
+    reference, current = open_attributions(reference_uri), open_attributions(current_uri)
+    ref_rows, cur_rows = primary_rows(reference), primary_rows(current)
+    ref_summary = feature_summary(reference, ref_rows).set_index("feature")
+    cur_summary = feature_summary(current, cur_rows).set_index("feature")
     ref_imp = ref_summary["mean_abs_attribution"].to_dict()
     cur_imp = cur_summary["mean_abs_attribution"].to_dict()
     k = min(settings.top_k, len(cur_imp))
@@ -129,12 +132,12 @@ def compare_runs(reference_uri: str, current_uri: str, settings: DriftSection) -
     ref_top = list(ref_summary.sort_values("rank").index[:k])
     cur_top = list(cur_summary.sort_values("rank").index[:k])
     rows = []
-    shared = [f for f in attribution_features(current_uri) if f in ref_imp]
+    shared = [f for f in attribution_features(current) if f in ref_imp]
     for feature in shared:
         column = attribution_column(feature)
         edges = shared_edges(ref_summary.loc[feature], cur_summary.loc[feature], settings.bins)
-        p = column_histogram(reference_uri, column, edges, ref_rows).astype(np.float64)
-        q = column_histogram(current_uri, column, edges, cur_rows).astype(np.float64)
+        p = column_histogram(reference, column, edges, ref_rows).astype(np.float64)
+        q = column_histogram(current, column, edges, cur_rows).astype(np.float64)
         p, q = p / max(p.sum(), 1.0), q / max(q.sum(), 1.0)
         rows.append(
             {
@@ -279,22 +282,66 @@ def reference_run(history_uri: str | None, how: str, run: str | dict[str, str]) 
     return str(chosen["attributions_uri"].iloc[-1]) if len(chosen) else None
 
 
+def wait_for_partition(
+    history_uri: str | None, partition: str, model_version: str | None, timeout_s: float, poll_s: float = 2.0
+) -> dict[str, Any]:
+    """Wait until the history table holds a run of ``partition`` (of ``model_version`` when
+    given), at most ``timeout_s``; returns what was waited for, how long, and whether it came."""
+    started = time.monotonic()
+    while not (found := _recorded(history_uri, partition, model_version)):
+        waited = time.monotonic() - started
+        if waited >= timeout_s:
+            log.warning(
+                "no run of partition %s recorded after %.0f s; the history as it is", partition, waited
+            )
+            break
+        if waited == 0 or int(waited) % 60 < poll_s:
+            log.info("waiting for the run of partition %s to be recorded (%.0f s)", partition, waited)
+        time.sleep(poll_s)
+    return {"partition": partition, "seconds": round(time.monotonic() - started, 1), "found": found}
+
+
+def _recorded(history_uri: str | None, partition: str, model_version: str | None) -> bool:
+    if not history_uri or not exists(history_uri):
+        return False
+    history = read_history(history_uri)
+    if "partition" not in history:
+        return False
+    mine = history["partition"] == partition
+    if model_version:
+        mine &= history["model_version"] == model_version
+    return bool(mine.any())
+
+
 def summarise_drift(
-    current_uri: str, output_uri: str, settings: DriftSection, run: str | dict[str, str]
+    current_uri: str,
+    output_uri: str,
+    settings: DriftSection,
+    run: str | dict[str, str],
+    previous_partition: str | None = None,
 ) -> dict[str, Any]:
     """Write ``drift.json`` (and ``drift_features.parquet``) under ``output_uri`` comparing
     ``current_uri`` with ``settings.reference_uri``; append the run to the history table.
-    Alerts are logged; with ``on_alert: fail`` they raise :class:`DriftAlert` after the
-    outputs are written."""
+    ``previous_partition``: the input's partition before this run's, whose run a history
+    reference waits for (``drift.wait_for_reference_s``). Alerts are logged; with
+    ``on_alert: fail`` they raise :class:`DriftAlert` after the outputs are written."""
+    partition = run.get("partition", "") if isinstance(run, dict) else ""
     run = as_run(run)
     reference = settings.reference_uri
     how = reference if reference in HISTORY_REFERENCES else None
+    result: dict[str, Any] = {**run, "current": current_uri, "reference_choice": how}
     if how:
+        if previous_partition and how != "previous_model_version" and settings.wait_for_reference_s:
+            version = run["model_version"] if how == "auto" else None
+            result["waited_for"] = wait_for_partition(
+                settings.history_uri, previous_partition, version, settings.wait_for_reference_s
+            )
         reference = reference_run(settings.history_uri, how, run)
-    result: dict[str, Any] = {**run, "current": current_uri, "reference": reference, "reference_choice": how}
-    summary = feature_summary(current_uri, primary_rows(current_uri))
+    result["reference"] = reference
+    current = open_attributions(current_uri)
+    summary = feature_summary(current, primary_rows(current))
     if settings.history_uri:
-        extra = {"attributions_uri": current_uri}
+        extra = {"attributions_uri": current_uri, "partition": partition}
         result["history_rows"] = append_history(settings.history_uri, run, summary, extra)
         result["history"] = settings.history_uri
     if reference:

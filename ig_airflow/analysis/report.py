@@ -1,7 +1,7 @@
 """Plots and an HTML report of a run: global importance, drift against the reference run,
 importance over time (from the history table), and waterfall plots of single rows.
 
-``build_report(run_uri)`` reads ``attributions.parquet``, ``summary/``, ``drift/`` and the
+``build_report(run_uri)`` reads the attributions dataset, ``summary/``, ``drift/`` and the
 history table of a run folder (a local path or any fsspec URI) and writes ``report/report.html``
 with its PNGs beside it (plain files linked by relative paths, so they are kept for other uses).
 
@@ -22,9 +22,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from ig_airflow.analysis.aggregation import feature_summary, primary_rows, read_column
 from ig_airflow.analysis.report_template import render_report
+from ig_airflow.dataset import open_dataset
 from ig_airflow.io import atomic_write_bytes, exists, read_json, read_parquet
 from ig_airflow.layout import ReportLayout, RunLayout
 from ig_airflow.results import attribution_column
@@ -149,13 +151,14 @@ def plot_waterfall(row: pd.Series, features: list[str], uri: str, label: str, ma
 
 
 def top_rows(uri: str, n: int, id_columns: list[str], ids: list[Any] | None = None) -> pd.DataFrame:
-    """The ``n`` rows with the highest predictions (or the rows with the given ids)."""
+    """The ``n`` rows with the highest predictions (or the rows with the given ids), reading only
+    the prediction column and then those rows."""
+    attributions = open_dataset(uri)
     if ids:
-        table = read_parquet(uri).to_pandas()
-        return table[table[id_columns[0]].isin(ids)]
-    predictions = read_column(uri, "prediction")
-    keep = np.argsort(-predictions, kind="stable")[:n]
-    return read_parquet(uri).take(keep).to_pandas()
+        found = [attributions.find({id_columns[0]: value}) for value in ids]
+        return pa.concat_tables(found).to_pandas() if found else attributions.schema.empty_table().to_pandas()
+    keep = np.argsort(-read_column(attributions, "prediction"), kind="stable")[:n]
+    return pa.concat_tables([attributions.read_rows(int(i), int(i) + 1) for i in keep]).to_pandas()
 
 
 def build_report(

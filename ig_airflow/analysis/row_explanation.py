@@ -1,6 +1,6 @@
 """Why did the model decide this? One row's explanation, looked up in a finished run.
 
-Reads the run's ``manifest.json`` and ``attributions.parquet`` (filtered by the row's ids, so a
+Reads the run's ``manifest.json`` and attributions dataset (filtered by the row's ids, so a
 large run is not loaded), the row's feature values from the run's input and the baseline from
 the manifest, and returns the features ordered by the size of their attribution. A row that
 validation quarantined is reported with its reasons instead::
@@ -17,11 +17,10 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from ig_airflow.dataset import open_dataset
 from ig_airflow.exceptions import InputDataError
-from ig_airflow.io import exists, filesystem, read_json
+from ig_airflow.io import exists, read_json
 from ig_airflow.layout import RunLayout
 from ig_airflow.results import (
     RANK_COLUMN,
@@ -108,8 +107,8 @@ def explain_prediction(run_uri: str, row: Any, target: str | None = None) -> Pre
         raise InputDataError(f"{manifest_uri}: no such run manifest (is {run_uri} a finished run?)")
     manifest = read_json(manifest_uri)
     attributions_uri = manifest["outputs"]["attributions"]
-    fs, path = filesystem(attributions_uri)
-    schema = pq.read_schema(path, filesystem=fs)
+    attributions = open_dataset(attributions_uri)
+    schema = attributions.schema
     features = attribution_features(schema.names)
     id_columns = manifest.get("id_columns") or [
         n
@@ -117,12 +116,9 @@ def explain_prediction(run_uri: str, row: Any, target: str | None = None) -> Pre
         if n not in TARGET_TYPES
     ]
     ids = _typed_ids(row, id_columns, schema, attributions_uri)
-    filters = [(column, "==", value) for column, value in ids.items()]
-    found = pq.read_table(
-        path, filesystem=fs, filters=filters + _target_filter(schema, target, attributions_uri)
-    )
+    found = attributions.find({**ids, **_target_filter(schema, target, attributions_uri)})
     if found.num_rows == 0:
-        return _quarantined_or_missing(run_uri, manifest, ids, filters, attributions_uri)
+        return _quarantined_or_missing(run_uri, manifest, ids, attributions_uri)
     if found.num_rows > 1:
         raise InputDataError(f"{attributions_uri}: {found.num_rows} rows match {ids}; the ids are not unique")
     explained = found.to_pylist()[0]
@@ -154,13 +150,13 @@ def explain_prediction(run_uri: str, row: Any, target: str | None = None) -> Pre
     )
 
 
-def _target_filter(schema: pa.Schema, target: str | None, uri: str) -> list[tuple[str, str, Any]]:
+def _target_filter(schema: pa.Schema, target: str | None, uri: str) -> dict[str, Any]:
     """One target of a multi-target run: the one named, else the row's first."""
     if TARGET_COLUMN not in schema.names:
         if target is not None:
             raise InputDataError(f"{uri}: the run explains one output; it has no targets to choose from")
-        return []
-    return [(TARGET_COLUMN, "==", str(target))] if target is not None else [(RANK_COLUMN, "==", 1)]
+        return {}
+    return {TARGET_COLUMN: str(target)} if target is not None else {RANK_COLUMN: 1}
 
 
 def _typed_ids(row: Any, id_columns: list[str], schema: pa.Schema, uri: str) -> dict[str, Any]:
@@ -181,14 +177,13 @@ def _typed_ids(row: Any, id_columns: list[str], schema: pa.Schema, uri: str) -> 
 
 
 def _quarantined_or_missing(
-    run_uri: str, manifest: dict[str, Any], ids: dict[str, Any], filters: list, attributions_uri: str
+    run_uri: str, manifest: dict[str, Any], ids: dict[str, Any], attributions_uri: str
 ) -> PredictionExplanation:
     quarantine_uri = (manifest.get("validation") or {}).get("outputs", {}).get("quarantine") or RunLayout(
         run_uri
     ).validation.quarantine
     if exists(quarantine_uri):
-        fs, path = filesystem(quarantine_uri)
-        rows = pq.read_table(path, filesystem=fs, filters=filters).to_pylist()
+        rows = open_dataset(quarantine_uri).find(ids).to_pylist()
         if rows:
             reason = str(rows[0].get("_quarantine_reason"))
             named = {c: v for c, v in rows[0].items() if f"({c})" in reason or f"({c}," in reason}

@@ -8,7 +8,7 @@ from ig_airflow.operators.base import IGStageOperator
 
 
 class AggregateAttributionsOperator(IGStageOperator):
-    """Summarise ``<output.uri>/attributions.parquet`` into ``<output.uri>/summary/``:
+    """Summarise ``<output.uri>/attributions/`` into ``<output.uri>/summary/``:
     per-feature global importance and per category value (joined with the validated rows).
 
     Example::

@@ -14,6 +14,7 @@ import numpy as np
 
 from ig_airflow.config import RunConfig
 from ig_airflow.core.adaptive import RowAttributions
+from ig_airflow.dataset import InputDataset
 from ig_airflow.identity import run_identity
 from ig_airflow.layout import RunLayout
 from ig_airflow.spec import ArtifactMetadata
@@ -114,6 +115,38 @@ def explain_manifest(
         "versions": versions(),
         **extra,
     }
+
+
+def shards_manifest(
+    config: RunConfig,
+    metadata: ArtifactMetadata,
+    dataset: InputDataset,
+    records: list[dict[str, Any]],
+    *,
+    computed: int,
+    seconds: float,
+    runner: str,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The manifest of a run explained shard by shard (``records``: every shard's, in order)."""
+    layout = RunLayout.of(config)
+    manifest = explain_manifest(
+        config,
+        metadata,
+        artifact_uri=config.model.uri,
+        rows=dataset.num_rows,
+        baseline=records[0].get("baseline") if records else None,
+        baseline_source=records[0].get("baseline_source") if records else None,
+        completeness=merge([r["completeness"] for r in records]),
+        seconds=seconds,
+        runner=runner,
+        input_sha256=records[0]["input_sha256"] if records else dataset.fingerprint(),
+        shards={"total": len(records), "skipped": len(records) - computed, "computed": computed},
+        **extra,
+    )
+    manifest["outputs"]["shards"] = layout.shards
+    manifest["input"] = dataset.describe()
+    return manifest
 
 
 def versions() -> dict[str, str]:

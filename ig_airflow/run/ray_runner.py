@@ -7,8 +7,9 @@ small JSON record with the config, artifact and input hashes. A re-run (or an Ai
 skips shards whose record matches and recomputes the rest. A worker process that dies is
 restarted by Ray and its shard retried (``max_restarts``/``max_task_retries``); a shard that
 keeps failing fails the run naming the shard and the error. When every shard is done, the
-shards are streamed into ``attributions.parquet`` (the same file the in-process runner writes)
-and ``manifest.json``. The driver never holds more than one shard.
+driver verifies each shard file against its record and commits them as the run's attributions
+dataset (:func:`ig_airflow.run.shards.commit_attributions`, the same commit as the in-process
+runner), then writes ``manifest.json``. The driver never reads the explained rows.
 
 Embedded local Ray by default (``ray.init(num_cpus=...)``); ``ray.address`` or ``RAY_ADDRESS``
 connects to an existing cluster. ``ray.gpus_per_worker`` > 0 asks for GPU workers.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -26,28 +26,15 @@ import pyarrow as pa
 
 from ig_airflow.artifacts import read_metadata
 from ig_airflow.config import RunConfig
-from ig_airflow.dataset import InputDataset, open_dataset
+from ig_airflow.dataset import InputDataset
 from ig_airflow.exceptions import ConfigError, IGAirflowError, ModelCallError
-from ig_airflow.io import (
-    AtomicParquetWriter,
-    exists,
-    open_parquet,
-    parquet_from_bytes,
-    read_bytes,
-    write_json,
-)
 from ig_airflow.layout import RunLayout
-from ig_airflow.lease import HOLDER, run_lease
-from ig_airflow.run.explainer import build_explainer, require_columns
+from ig_airflow.run.explainer import build_explainer
 from ig_airflow.run.hooks import call_hook, worker_env
-from ig_airflow.run.manifest import Progress, explain_manifest, merge
-from ig_airflow.run.shards import Shard, finished_shards, plan_shards, shard_hashes, shard_problem
+from ig_airflow.run.manifest import Progress
+from ig_airflow.run.shards import Shard, ShardFailed, ShardWork, explain_shard, run_in_shards
 
 log = logging.getLogger(__name__)
-
-
-class ShardFailed(IGAirflowError):
-    """A shard failed on every attempt."""
 
 
 def ensure_ray(config: RunConfig) -> dict[str, Any]:
@@ -86,92 +73,32 @@ class ShardWorker:
         self.dataset = dataset  # listed once by the driver: every actor reads the same files
 
     def explain_shard(self, shard: Shard, record: dict[str, Any]) -> dict[str, Any]:
-        from ig_airflow.io import write_parquet
-        from ig_airflow.run.manifest import CompletenessStats
-
         call_hook("before_shard", shard.index)
-        started = time.perf_counter()
-        columns = self.explainer.id_columns + self.explainer.spec.feature_names
-        rows = self.dataset.read_rows(shard.start, shard.stop, columns)
-        stats, tables = CompletenessStats(), []
-        for batch in rows.to_batches(max_chunksize=self.config.ig.batch_rows):
-            table, result = self.explainer.explain(batch)
-            tables.append(table)
-            stats.add(result)
-        digest = (
-            write_parquet(self.layout.shard_rows(shard.index), pa.concat_tables(tables)) if tables else None
+        return explain_shard(
+            self.explainer, self.dataset, self.layout, shard, record, self.config.ig.batch_rows
         )
-        done = {
-            **record,
-            "shard": shard.index,
-            "rows": shard.rows,
-            "sha256": digest,
-            "writer": HOLDER,
-            "completeness": stats.mergeable(),
-            "baseline": self.explainer.baseline_record(),
-            "baseline_source": self.explainer.baseline.source,
-            "seconds": time.perf_counter() - started,
-        }
-        write_json(self.layout.shard_record(shard.index), done)
-        return done
 
 
 def run_explain_ray(config: RunConfig) -> dict[str, Any]:
     """Explain ``config.data.input_uri`` on Ray; writes the same outputs as
     :func:`ig_airflow.run.local.run_explain` plus the per-shard files, holding the folder's
     lease. Returns the manifest."""
-    config.require_rendered()
-    _check_shard_rows(config)
-    started = time.perf_counter()
+
+    def compute(work: ShardWork) -> None:
+        check_first_rows(
+            config, work.dataset, work.todo[0]
+        )  # in the driver: a model that cannot run fails here
+        ShardPool(config, work.record, work.dataset).run(
+            work.todo, work.done, len(work.done) + len(work.todo), work.renew
+        )
+
+    def output_schema(input_schema: pa.Schema) -> pa.Schema:  # an empty input: the model loaded for it
+        return build_explainer(config).table_schema(input_schema)
+
     metadata = read_metadata(config.model.uri)
-    dataset = open_dataset(config.data.input_uri, config.data.partition)
-    require_columns(
-        config.data.input_uri, dataset.schema, metadata.inputs.feature_names + config.data.id_columns
+    return run_in_shards(
+        config, metadata, "ray", compute, output_schema, ray=config.ray.model_dump(mode="json")
     )
-    layout = RunLayout.of(config)
-    shards = plan_shards(dataset.num_rows, config.ray.shard_rows)
-    with run_lease(layout) as lease:
-        record = shard_hashes(config, metadata, dataset)
-        done = finished_shards(layout, shards, record)
-        todo = [s for s in shards if s.index not in done]
-        skipped = len(done)
-        log.info(
-            "%d shards of %d rows: %d already done for these hashes, %d to compute",
-            len(shards),
-            config.ray.shard_rows,
-            skipped,
-            len(todo),
-        )
-        if todo:
-            check_first_rows(config, dataset, todo[0])  # in the driver: a model that cannot run fails here
-            ShardPool(config, record, dataset).run(todo, done, len(shards), lease.renew)
-        _merge_shards(config, layout, shards, done, dataset.schema)
-        manifest = explain_manifest(
-            config,
-            metadata,
-            artifact_uri=config.model.uri,
-            rows=dataset.num_rows,
-            baseline=done[shards[0].index].get("baseline") if shards else None,
-            baseline_source=done[shards[0].index].get("baseline_source") if shards else None,
-            completeness=merge([done[s.index]["completeness"] for s in shards]),
-            seconds=time.perf_counter() - started,
-            runner="ray",
-            input_sha256=record["input_sha256"],
-            shards={"total": len(shards), "skipped": skipped, "computed": len(shards) - skipped},
-            ray=config.ray.model_dump(mode="json"),
-        )
-        manifest["outputs"]["shards"] = layout.shards
-        manifest["input"] = dataset.describe()
-        write_json(layout.manifest, manifest)
-    log.info(
-        "wrote %s (%d rows in %d shards, %d skipped, %.1f s)",
-        layout.attributions,
-        manifest["rows"]["explained"],
-        len(shards),
-        skipped,
-        manifest["timing"]["seconds"],
-    )
-    return manifest
 
 
 FIRST_ROWS = 8
@@ -193,15 +120,6 @@ def check_first_rows(config: RunConfig, dataset: InputDataset, shard: Shard) -> 
             f"{config.data.input_uri}: the model fails on rows {shard.start}-{shard.start + rows.num_rows} "
             f"({config.model.uri}): {type(exc).__name__}: {exc}"
         ) from None
-
-
-def _check_shard_rows(config: RunConfig) -> None:
-    shard_rows, batch_rows = config.ray.shard_rows, config.ig.batch_rows
-    if shard_rows > batch_rows and shard_rows % batch_rows:
-        raise ConfigError(
-            f"ray.shard_rows ({shard_rows}) must be a multiple of ig.batch_rows "
-            f"({batch_rows}) so that shards batch rows exactly as the in-process engine"
-        )
 
 
 class ShardPool:
@@ -279,27 +197,3 @@ class ShardPool:
             log.warning("worker died on shard %d (%s); retrying on a fresh worker", shard.index, exc)
             ray.kill(worker, no_restart=True)
             return False
-
-
-def _merge_shards(
-    config: RunConfig,
-    layout: RunLayout,
-    shards: list[Shard],
-    done: dict[int, dict[str, Any]],
-    input_schema: pa.Schema,
-) -> None:
-    """Stream the shards, one at a time and each verified against its record, into
-    ``attributions.parquet``."""
-    written = [s for s in shards if s.rows]
-    if written:
-        schema = open_parquet(layout.shard_rows(written[0].index)).schema_arrow
-    else:  # empty input: no shard to read the schema from
-        schema = build_explainer(config).table_schema(input_schema)
-    with AtomicParquetWriter(layout.attributions, schema) as writer:
-        for shard in written:
-            uri = layout.shard_rows(shard.index)
-            data = read_bytes(uri) if exists(uri) else None  # read once: checked, then merged
-            problem = shard_problem(layout, shard, done[shard.index], data)
-            if problem:
-                raise ShardFailed(f"{shard.describe()}: {problem}; it is not merged (re-run to recompute it)")
-            writer.write(parquet_from_bytes(uri, data))

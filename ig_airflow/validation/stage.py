@@ -10,14 +10,20 @@ Schema-level problems always fail the run: a missing column, an extra column whe
 rows than ``min_rows``. Row-level failures follow the policy of their column:
 
 - ``fail``: stop the run with a report naming each expectation, column and count;
-- ``skip``: move the row to ``quarantine.parquet`` (original values, ``_row_number``,
+- ``skip``: move the row to ``quarantine/`` (original values, ``_row_number``,
   ``_quarantine_reason`` listing every failed expectation);
 - ``map_to_default``: replace the value (categorical: ``defaults[feature]`` or ``<OOV>``;
   numeric: ``defaults[feature]``) and count it per feature and value. Ids, user expectations
   and numeric features without a default cannot be mapped: those rows are quarantined.
 
-Every input row ends up in exactly one of ``validated.parquet`` and ``quarantine.parquet``;
-the stage checks ``input = validated + quarantined`` itself.
+Every input row ends up in exactly one of ``validated/`` and ``quarantine/`` (Parquet datasets,
+committed when complete); the stage checks ``input = validated + quarantined`` itself.
+
+The input is streamed in batches of ``validation.batch_rows`` rows, one GX run and one part of
+each output per batch, so the stage holds one batch at a time. Ids must be unique across the
+whole input: the id columns alone are read up front, and an id repeated in another batch fails
+the same expectation as one repeated within a batch. ``min_rows`` counts the whole input;
+user expectations run per batch.
 """
 
 from __future__ import annotations
@@ -32,11 +38,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ig_airflow.config import RunConfig, ValidationSection
-from ig_airflow.dataset import open_dataset
+from ig_airflow.dataset import InputDataset, open_dataset
 from ig_airflow.exceptions import ValidationFailed
-from ig_airflow.io import filesystem, write_json, write_parquet
+from ig_airflow.io import AtomicDatasetWriter, filesystem, write_json
 from ig_airflow.layout import RunLayout, ValidationLayout
 from ig_airflow.lease import run_lease
 from ig_airflow.spec import OOV_TOKEN, InputSpec
@@ -127,8 +134,12 @@ def validate_table(
     id_columns: list[str],
     settings: ValidationSection,
     source: str = "<input>",
+    first_row: int = 0,
+    repeated_ids: pa.Array | None = None,
 ) -> ValidationOutcome:
-    """Validate ``table`` against ``spec``; see the module docstring for the policies."""
+    """Validate ``table`` against ``spec``; see the module docstring for the policies.
+    ``first_row``: the table's first row number in the input (a batch of it);
+    ``repeated_ids``: id keys (:func:`id_keys`) that occur more than once in the whole input."""
     check_settings(settings, spec, id_columns)
     frame = table.to_pandas(types_mapper=NULLABLE_INTEGERS.get)  # ids with nulls stay exact integers
     frame.index = pd.RangeIndex(len(frame))
@@ -139,6 +150,8 @@ def validate_table(
     with quiet_gx():
         gx_result, docs_dir = run_gx(frame, build_suite(spec, id_columns, settings), settings)
     failures, expectations, table_level = _failures(gx_result, cast_failures)
+    if repeated_ids is not None and len(repeated_ids):
+        _repeated_elsewhere(table, id_columns, repeated_ids, failures, expectations)
     policy = RowPolicy(settings, spec)
     report: dict[str, Any] = {
         "source": source,
@@ -156,7 +169,7 @@ def validate_table(
             f"{source}: validation failed (policy fail):\n  " + "\n  ".join(details), outcome
         )
     quarantined, mapped = _apply_policies(failures, policy, table, frame, spec, settings)
-    validated, quarantine = _split(table, frame, quarantined)
+    validated, quarantine = _split(table, frame, quarantined, first_row)
     report["rows"].update(
         {
             "validated": validated.num_rows,
@@ -203,6 +216,55 @@ def _failures(
     return failures, expectations, table_level
 
 
+def unique_id_reason(id_columns: list[str]) -> str:
+    """The failure GX reports for a repeated id (as :func:`_failures` names it)."""
+    if len(id_columns) == 1:
+        return f"expect_column_values_to_be_unique({id_columns[0]})"
+    return f"expect_compound_columns_to_be_unique({','.join(id_columns)})"
+
+
+def id_keys(table: pa.Table, id_columns: list[str]) -> pa.Array:
+    """One comparable key per row: the id, or the id columns joined (compound ids)."""
+    if len(id_columns) == 1:
+        return table.column(id_columns[0]).combine_chunks()
+    parts = [pc.cast(table.column(c), pa.string()).combine_chunks() for c in id_columns]
+    return pc.binary_join_element_wise(*parts, "\x1f")
+
+
+def repeated_id_keys(dataset: InputDataset, id_columns: list[str]) -> pa.Array:
+    """The id keys that occur more than once in the whole dataset (reads the id columns only)."""
+    if not id_columns:
+        return pa.array([])
+    counts = pc.value_counts(id_keys(dataset.read_table(id_columns), id_columns))
+    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
+    return repeated.filter(pc.is_valid(repeated))
+
+
+def _repeated_elsewhere(
+    table: pa.Table,
+    id_columns: list[str],
+    repeated: pa.Array,
+    failures: dict[int, list[Failure]],
+    expectations: list[dict[str, Any]],
+) -> None:
+    """Fail the rows of this batch whose id occurs again in another batch, as GX fails ids
+    repeated within the batch (the same reason, added to the same expectation's count)."""
+    reason = unique_id_reason(id_columns)
+    hits = pc.is_in(id_keys(table, id_columns), value_set=repeated).to_numpy(zero_copy_only=False)
+    new = [int(r) for r in np.flatnonzero(hits) if all(f[0] != reason for f in failures.get(int(r), []))]
+    if not new:
+        return
+    for row in new:
+        failures[row].append((reason, ",".join(id_columns), "id"))
+    entry = next((e for e in expectations if e["expectation"] == reason), None)
+    if entry is None:
+        expectations.append(
+            {"expectation": reason, "column": ",".join(id_columns), "kind": "id", "unexpected_count": 0}
+        )
+        entry = expectations[-1]
+    entry["unexpected_count"] = (entry["unexpected_count"] or 0) + len(new)
+
+
 class RowPolicy:
     """The policy of a failure: ``validation.feature_policies`` or ``validation.policy``. Ids,
     user expectations and numeric features without a default cannot be mapped, so
@@ -242,7 +304,7 @@ def _apply_policies(
 
 
 def _split(
-    table: pa.Table, frame: pd.DataFrame, quarantined: dict[int, list[str]]
+    table: pa.Table, frame: pd.DataFrame, quarantined: dict[int, list[str]], first_row: int = 0
 ) -> tuple[pa.Table, pa.Table]:
     """Validated rows (as cast and mapped) and quarantined rows (original values, row number,
     reasons); checks that every input row is in exactly one of them."""
@@ -251,7 +313,7 @@ def _split(
     validated = pa.Table.from_pandas(frame.loc[keep].reset_index(drop=True), preserve_index=False)
     positions = np.array(sorted(quarantined), dtype=np.int64)
     quarantine = table.take(pa.array(positions, type=pa.int64()))
-    quarantine = quarantine.append_column(ROW_NUMBER_COLUMN, pa.array(positions, type=pa.int64()))
+    quarantine = quarantine.append_column(ROW_NUMBER_COLUMN, pa.array(positions + first_row, type=pa.int64()))
     quarantine = quarantine.append_column(
         REASON_COLUMN, pa.array(["; ".join(quarantined[int(p)]) for p in positions], type=pa.string())
     )
@@ -278,11 +340,17 @@ def validate_inputs(
     partition: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Validate the input dataset at ``input_uri`` (a file, directory, glob or Hive-partitioned
-    dataset; ``partition`` selects partitions, see :mod:`ig_airflow.dataset`) and write under ``output_uri``:
-    ``validated.parquet``, ``quarantine.parquet``, ``gx_result.json``, ``report.json`` and
-    ``data_docs/``. On a ``fail`` policy breach the report, GX result and docs are written and
-    :class:`ValidationFailed` is raised. Returns the report (with output URIs)."""
-    table = open_dataset(input_uri, partition).read_table()
+    dataset; ``partition`` selects partitions, see :mod:`ig_airflow.dataset`), streamed in
+    batches of ``settings.batch_rows`` rows, and write under ``output_uri``: ``validated/``,
+    ``quarantine/``, ``gx_result.json``, ``report.json`` and ``data_docs/``. On a ``fail``
+    policy breach the report, GX result and docs are written and :class:`ValidationFailed` is
+    raised. Returns the report (with output URIs)."""
+    check_settings(settings, spec, id_columns)
+    dataset = open_dataset(input_uri, partition)
+    if dataset.num_rows < settings.min_rows:
+        raise ValidationFailed(
+            f"{input_uri}: {dataset.num_rows} rows, fewer than validation.min_rows={settings.min_rows}"
+        )
     layout = ValidationLayout(output_uri)
     outputs = {
         "validated": layout.validated,
@@ -291,18 +359,15 @@ def validate_inputs(
         "report": layout.report,
     }
     try:
-        outcome = validate_table(table, spec, id_columns, settings, source=input_uri)
+        outcome = _validate_batches(dataset, spec, id_columns, settings, layout)
     except ValidationFailed as exc:
-        failed = exc.outcome
-        if isinstance(failed, ValidationOutcome):  # keep the report, GX result and docs
+        if isinstance(exc.outcome, ValidationOutcome):  # keep the report, GX result and docs
             for stale in (layout.validated, layout.quarantine):
                 fs, path = filesystem(stale)
                 if fs.exists(path):
-                    fs.rm(path)
-            _write_outcome(failed, layout, outputs)
+                    fs.rm(path, recursive=True)
+            _write_outcome(exc.outcome, layout, outputs)
         raise
-    write_parquet(layout.validated, outcome.validated)
-    write_parquet(layout.quarantine, outcome.quarantine)
     report = _write_outcome(outcome, layout, outputs)
     rows = report["rows"]
     log.info(
@@ -314,6 +379,75 @@ def validate_inputs(
         rows["mapped_to_default"],
     )
     return report
+
+
+def _validate_batches(
+    dataset: InputDataset,
+    spec: InputSpec,
+    id_columns: list[str],
+    settings: ValidationSection,
+    layout: ValidationLayout,
+) -> ValidationOutcome:
+    """Validate ``dataset`` batch by batch, writing each batch's validated and quarantined rows
+    as the next part of each output; returns the merged outcome (without the rows)."""
+    total, size = dataset.num_rows, settings.batch_rows
+    starts = range(0, max(total, 1), size)  # an empty input: one empty batch
+    repeated = repeated_id_keys(dataset, id_columns) if len(starts) > 1 else None
+    per_batch = settings.model_copy(update={"min_rows": 0})  # counted on the whole input
+    batches: list[tuple[int, int, ValidationOutcome]] = []
+    with (
+        AtomicDatasetWriter(layout.validated) as validated,
+        AtomicDatasetWriter(layout.quarantine) as quarantine,
+    ):
+        for start in starts:
+            stop = min(start + size, total)
+            source = dataset.uri if len(starts) == 1 else f"{dataset.uri} (rows {start}-{stop})"
+            rows = dataset.read_rows(start, stop)
+            outcome = validate_table(rows, spec, id_columns, per_batch, source, start, repeated)
+            validated.write(outcome.validated)
+            quarantine.write(outcome.quarantine)
+            batches.append((start, stop, outcome))
+            if outcome.docs_dir is not None and len(batches) > 1:  # the first batch's Data Docs
+                shutil.rmtree(outcome.docs_dir, ignore_errors=True)
+    return merge_outcomes(dataset.uri, batches)
+
+
+def merge_outcomes(source: str, batches: list[tuple[int, int, ValidationOutcome]]) -> ValidationOutcome:
+    """One outcome from the batches' (row range, outcome): counts summed, expectations merged
+    by name; the GX result of each batch under ``batches`` when there are several."""
+    if len(batches) == 1:
+        return batches[0][2]
+    outcomes = [o for _, _, o in batches]
+    rows: Counter = Counter()
+    reasons: Counter = Counter()
+    mapped: dict[str, Counter] = defaultdict(Counter)
+    expectations: dict[str, dict[str, Any]] = {}
+    for outcome in outcomes:
+        rows.update(outcome.report["rows"])
+        reasons.update(outcome.report.get("quarantine_reasons", {}))
+        for column, counts in outcome.mapped.items():
+            mapped[column].update(counts)
+        for entry in outcome.report["failed_expectations"]:
+            merged = expectations.setdefault(entry["expectation"], {**entry, "unexpected_count": 0})
+            if entry["unexpected_count"] is None or merged["unexpected_count"] is None:
+                merged["unexpected_count"] = None
+            else:
+                merged["unexpected_count"] += entry["unexpected_count"]
+    report = {
+        "source": source,
+        "rows": dict(rows),
+        "batches": len(batches),
+        "failed_expectations": list(expectations.values()),
+        "gx_success": all(o.report["gx_success"] for o in outcomes),
+        "mapped": {col: dict(sorted(c.items())) for col, c in sorted(mapped.items())},
+        "quarantine_reasons": dict(sorted(reasons.items())),
+    }
+    gx_result = {
+        "success": report["gx_success"],
+        "batches": [{"rows": [start, stop], **o.gx_result} for start, stop, o in batches],
+    }
+    empty = pa.table({})
+    return ValidationOutcome(empty, empty, report, gx_result, outcomes[0].docs_dir, dict(mapped))
 
 
 def _write_outcome(

@@ -67,10 +67,10 @@ def test_integer_ids_with_a_null_stay_exact(demo, tmp_path: Path) -> None:
         "quarantined": 1,
         "mapped_to_default": 0,
     }
-    explained = pq.read_table(tmp_path / "run" / "attributions.parquet")
+    explained = pq.read_table(tmp_path / "run" / "attributions")
     assert explained.schema.field("row_id").type == pa.int64()
     assert explained.column("row_id").to_pylist() == [v for i, v in enumerate(ids) if i != 3]
-    quarantine = pq.read_table(tmp_path / "run" / "validation" / "quarantine.parquet")
+    quarantine = pq.read_table(tmp_path / "run" / "validation" / "quarantine")
     assert quarantine.column("row_id").to_pylist() == [None]
     assert quarantine.column("_quarantine_reason").to_pylist() == [
         "expect_column_values_to_not_be_null(row_id)"
@@ -109,7 +109,8 @@ def test_write_failure_exits_2_and_leaves_no_temporary_file(demo, tmp_path: Path
     config.write_text(yaml.safe_dump(raw))
     result = run_cli("explain", "--config", str(config), preexec_fn=_limit_file_size)
     assert result.returncode == 2, result.stderr[-2000:]
-    assert f"cannot write {tmp_path / 'run' / 'attributions.parquet'}: File too large" in result.stderr
+    shard = tmp_path / "run" / "shards" / "part-00000.parquet"  # the first shard, written by the runner
+    assert f"cannot write {shard}: File too large" in result.stderr
     assert "Traceback" not in result.stderr
     leftovers = [p.name for p in (tmp_path / "run").rglob("*") if ".tmp-" in p.name]
-    assert leftovers == [] and not (tmp_path / "run" / "attributions.parquet").exists()
+    assert leftovers == [] and not (tmp_path / "run" / "attributions").exists()

@@ -50,8 +50,8 @@ def config_for(demo, tmp: Path, out: Path, rows: int = 600, **ray):
 def test_damaged_shard_is_recomputed_not_merged(demo, tmp_path: Path, damage: str, caplog) -> None:
     config = config_for(demo, tmp_path, tmp_path / "out")
     run_explain_ray(config)
-    expected = pd.read_parquet(tmp_path / "out" / "attributions.parquet")
-    shard = Path(RunLayout(str(tmp_path / "out")).shard_rows(1))
+    expected = pd.read_parquet(tmp_path / "out" / "attributions")
+    shard = Path(RunLayout(str(tmp_path / "out")).attribution_part(1))  # in the committed dataset
     if damage == "edited":  # 100 of its 200 rows, still valid Parquet
         pq.write_table(pq.read_table(shard).slice(0, 100), shard)
     else:
@@ -59,7 +59,7 @@ def test_damaged_shard_is_recomputed_not_merged(demo, tmp_path: Path, damage: st
     manifest = run_explain_ray(config)
     assert manifest["shards"] == {"total": 3, "skipped": 2, "computed": 1}
     assert "shard 1 (rows 200-400)" in caplog.text and "recomputing it" in caplog.text
-    again = pd.read_parquet(tmp_path / "out" / "attributions.parquet")
+    again = pd.read_parquet(tmp_path / "out" / "attributions")
     assert len(again) == manifest["rows"]["explained"] == 600
     pd.testing.assert_frame_equal(again, expected)
 
@@ -78,7 +78,7 @@ def test_shard_changed_after_it_was_written_fails_the_merge(demo, tmp_path: Path
     monkeypatch.setattr(runner.ShardPool, "run", run_then_tamper)
     with pytest.raises(ShardFailed, match=r"shard 0 \(rows 0-200\): .* changed after it was written"):
         run_explain_ray(config_for(demo, tmp_path, tmp_path / "out"))
-    assert not (tmp_path / "out" / "attributions.parquet").exists()
+    assert not (tmp_path / "out" / "attributions").exists()
 
 
 def hold_lease(lease_file: Path, pid: int, host: str, seconds: float) -> None:
@@ -99,7 +99,7 @@ def test_second_writer_of_a_run_folder_is_refused_until_the_holder_is_gone(demo,
         hold_lease(Path(RunLayout(str(out)).lease), other.pid, socket.gethostname(), 600)
         with pytest.raises(RunFolderBusy, match=rf"{out} is being written by .*:{other.pid}:other"):
             run_explain(config)
-        assert not (out / "attributions.parquet").exists()  # nothing written beside the holder
+        assert not (out / "attributions").exists()  # nothing written beside the holder
     finally:
         other.kill()
         other.wait()

@@ -13,6 +13,7 @@ import pytest
 from ig_airflow.identity import find_runs
 from ig_airflow.testing.airflow_local import airflow_env, dag_test, run_airflow
 from ig_airflow.testing.faults import fault_env
+from ig_airflow.testing.outputs import dataset_bytes
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"  # the repository's example DAGs
 DAG_IDS = {"ig_adult_retrain", "ig_adult_explain", "ig_adult_compare_models", "ig_adult_backfill"}
@@ -66,10 +67,10 @@ def test_explain_pipeline_runs_every_stage(env) -> None:
     run = only_run(demo_dir(env) / "runs" / "explain", "2024-01-08")
     assert run.parent.name.startswith("model=") and run.name.startswith("run=manual__")  # dags test's run id
     for name in (
-        "attributions.parquet",
+        "attributions",
         "manifest.json",
-        "validation/validated.parquet",
-        "validation/quarantine.parquet",
+        "validation/validated",
+        "validation/quarantine",
         "validation/gx_result.json",
         "summary/feature_summary.parquet",
         "summary/category_summary.parquet",
@@ -89,7 +90,7 @@ def test_ig_task_fails_once_is_retried_by_airflow_and_output_matches(env, tmp_pa
     explain = demo_dir(env) / "runs" / "explain"
     if not run_folders(explain, "2024-01-08"):
         assert dag_test("ig_adult_explain", "2024-01-08", env)[0]
-    undisturbed = only_run(explain, "2024-01-08") / "attributions.parquet"
+    undisturbed = only_run(explain, "2024-01-08") / "attributions"
     marker = tmp_path / "failed_once"
     faulty = {**env, **fault_env(f"fail_run:after_shards=1:once={marker}")}
     ok, log = dag_test("ig_adult_explain", "2024-01-09", faulty)
@@ -100,7 +101,7 @@ def test_ig_task_fails_once_is_retried_by_airflow_and_output_matches(env, tmp_pa
     # the retry resumed: it reused the shard finished before the failure (the other shard's worker
     # may also have finished its shard before it was stopped)
     assert plans[0] == "0" and int(plans[-1]) >= 1, plans
-    retried = pd.read_parquet(only_run(explain, "2024-01-09") / "attributions.parquet")
+    retried = pd.read_parquet(only_run(explain, "2024-01-09") / "attributions")
     pd.testing.assert_frame_equal(retried, pd.read_parquet(undisturbed))
 
 
@@ -112,26 +113,26 @@ def test_backfill_three_dates_is_idempotent(env) -> None:
     root = demo_dir(env) / "runs" / "backfill"
     runs = {ds: only_run(root, ds) for ds in dates}  # one run folder per date
     for ds in dates:
-        explained = pd.read_parquet(runs[ds] / "attributions.parquet")
+        explained = pd.read_parquet(runs[ds] / "attributions")
         source = pd.read_parquet(demo_dir(env) / "partitions" / f"ds={ds}" / "rows.parquet")
         assert sorted(explained.row_id) == sorted(source.row_id)
     history = pd.read_parquet(root / "history.parquet")
     assert sorted(history.run_key.unique()) == dates
     drift = json.loads((runs["2024-01-03"] / "drift" / "drift.json").read_text())
-    assert drift["reference"] == str(runs["2024-01-02"] / "attributions.parquet")  # drift over time
+    assert drift["reference"] == str(runs["2024-01-02"] / "attributions")  # drift over time
 
     files = [
-        runs["2024-01-02"] / "attributions.parquet",
-        runs["2024-01-02"] / "validation" / "validated.parquet",
+        runs["2024-01-02"] / "attributions",
+        runs["2024-01-02"] / "validation" / "validated",
         runs["2024-01-02"] / "summary" / "feature_summary.parquet",
     ]
-    before = {f: f.read_bytes() for f in files}
+    before = {f: dataset_bytes(f) for f in files}
     ok, log = dag_test("ig_adult_backfill", "2024-01-02", env)  # another DAG run of the same date
     assert ok, log[-4000:]
     again = run_folders(root, "2024-01-02")
     assert len(again) == 2 and again[0] == runs["2024-01-02"]  # its own folder; the first untouched
-    assert {f: f.read_bytes() for f in files} == before
-    assert (again[1] / "attributions.parquet").read_bytes() == before[files[0]]  # the same result
+    assert {f: dataset_bytes(f) for f in files} == before
+    assert dataset_bytes(again[1] / "attributions") == before[files[0]]  # the same result
     history = pd.read_parquet(root / "history.parquet")
     assert len(history.drop_duplicates(["run_key", "model_version", "run_id"])) == 4  # one record per run
 
@@ -143,7 +144,7 @@ def test_model_comparison_dag_summarises_drift_between_versions(env) -> None:
     for version in ("production", "candidate"):
         assert (root / version / "summary" / "feature_summary.parquet").exists()
     drift = json.loads((root / "candidate" / "drift" / "drift.json").read_text())
-    assert drift["reference"].endswith("production/attributions.parquet")
+    assert drift["reference"].endswith("production")
     assert 0 <= drift["ndcg_at_k"] <= 1 and len(drift["features"]) == 14
 
 
@@ -154,14 +155,14 @@ def test_a_retrain_on_the_same_day_adds_a_run_and_drift_between_model_versions(e
     if not run_folders(explain, "2024-01-08"):
         assert dag_test("ig_adult_explain", "2024-01-08", env)[0]
     nightly = only_run(explain, "2024-01-08")
-    before = (nightly / "attributions.parquet").read_bytes()
+    before = dataset_bytes(nightly / "attributions")
     retrained = {**env, "IG_AIRFLOW_DEMO_SEED": "1"}  # the retrain learns another model version
     assert dag_test("ig_adult_retrain", "2024-01-08", retrained)[0]
     ok, log = dag_test("ig_adult_explain", "2024-01-08", retrained)
     assert ok, log[-4000:]
     folders = run_folders(explain, "2024-01-08")
     assert len(folders) == 2 and folders[0] == nightly
-    assert (nightly / "attributions.parquet").read_bytes() == before  # the nightly run is untouched
+    assert dataset_bytes(nightly / "attributions") == before  # the nightly run is untouched
     after = folders[1]
     assert after.parent.name != nightly.parent.name  # another model version
     history = pd.read_parquet(explain / "history.parquet")
@@ -169,6 +170,6 @@ def test_a_retrain_on_the_same_day_adds_a_run_and_drift_between_model_versions(e
     assert len(day) == 2 and day.model_version.nunique() == 2
     drift = json.loads((after / "drift" / "drift.json").read_text())
     assert drift["reference_choice"] == "auto"
-    assert drift["reference"] == str(nightly / "attributions.parquet")  # the previous model version
+    assert drift["reference"] == str(nightly / "attributions")  # the previous model version
     assert 0 <= drift["ndcg_at_k"] <= 1
     dag_test("ig_adult_retrain", "2024-01-08", env)  # leave the default model for the other tests

@@ -11,6 +11,8 @@ import pandas as pd
 import yaml
 from conftest import write_config
 
+from ig_airflow.testing.outputs import dataset_bytes
+
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
@@ -42,24 +44,24 @@ def test_explain_end_to_end_is_reproducible(demo, tmp_path: Path) -> None:
     assert "shards 1/1 done" in first.stderr and "starting an embedded local Ray" in first.stderr
     out_dir = tmp_path / "runs" / "2024-03-01"
     visible = sorted(p.name for p in out_dir.iterdir() if not p.name.startswith("."))  # the lease is hidden
-    assert visible == ["attributions.parquet", "manifest.json", "shards"]
+    assert visible == ["attributions", "manifest.json", "shards"]
     manifest = json.loads((out_dir / "manifest.json").read_text())
     assert manifest["rows"]["explained"] == 500
     assert manifest["completeness"]["mean_error"] <= 0.01
     assert manifest["artifact"]["files"]["model.pt"]
-    frame = pd.read_parquet(out_dir / "attributions.parquet")
+    frame = pd.read_parquet(out_dir / "attributions")
     assert frame["row_id"].tolist() == rows["row_id"].tolist()
-    before = (out_dir / "attributions.parquet").read_bytes()
+    before = dataset_bytes(out_dir / "attributions")
     again = run_cli("explain", "--config", str(path), "--set", "ds=2024-03-01")
     assert again.returncode == 0
     assert "1 already done for these hashes, 0 to compute" in again.stderr
-    assert (out_dir / "attributions.parquet").read_bytes() == before
+    assert dataset_bytes(out_dir / "attributions") == before
     config["ray"] = {"enabled": False}  # the in-process engine writes the same bytes
     in_process = run_cli(
         "explain", "--config", str(write_config(tmp_path / "local.yaml", config)), "--set", "ds=local"
     )
     assert in_process.returncode == 0 and "explained 500/500 rows" in in_process.stderr
-    local = pd.read_parquet(tmp_path / "runs" / "local" / "attributions.parquet")
+    local = pd.read_parquet(tmp_path / "runs" / "local" / "attributions")
     pd.testing.assert_frame_equal(local, frame, atol=1e-6)
 
 
@@ -144,11 +146,11 @@ def test_run_ids_give_each_run_its_folder_and_a_shared_folder_is_never_overwritt
     assert (
         run_cli("explain", "--config", str(flat), "--set", "ds=2024-03-01", "--run-id", "a").returncode == 0
     )
-    before = (tmp_path / "flat" / "attributions.parquet").read_bytes()
+    before = dataset_bytes(tmp_path / "flat" / "attributions")
     refused = run_cli("explain", "--config", str(flat), "--set", "ds=2024-03-01", "--run-id", "b")
     assert (
         refused.returncode == 2
         and "holds run 'a'" in refused.stderr
         and "output.run_folder" in refused.stderr
     )
-    assert (tmp_path / "flat" / "attributions.parquet").read_bytes() == before
+    assert dataset_bytes(tmp_path / "flat" / "attributions") == before

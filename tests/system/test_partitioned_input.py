@@ -93,11 +93,13 @@ def test_one_partition_of_a_hive_dataset_through_the_pipeline(tmp_path: Path) ->
     assert manifest["input"]["rows"] == 148  # IG read the validated rows
 
     run = tmp_path / "runs" / "ds=2024-05-02"
-    explained = duckdb.sql(f"select row_id from read_parquet('{run}/attributions.parquet')").fetchall()
+    explained = duckdb.sql(f"select row_id from read_parquet('{run}/attributions/*.parquet')").fetchall()
     quarantined = duckdb.sql(
-        f"select row_id from read_parquet('{run}/validation/quarantine.parquet')"
+        f"select row_id from read_parquet('{run}/validation/quarantine/*.parquet')"
     ).fetchall()
     assert len(explained) == 148 and len(quarantined) == 2
+    parts = sorted(p.name for p in (run / "attributions").iterdir())  # one file per shard of 64 rows
+    assert parts == ["_SUCCESS", "part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
     ids = sorted(r[0] for r in explained + quarantined)
     assert ids == sorted(days["2024-05-02"]["row_id"])  # every input row, explained or quarantined
     assert [r[0] for r in explained] == [i for i in days["2024-05-02"]["row_id"] if i not in (1003, 1077)]

@@ -16,6 +16,7 @@ from ig_airflow.config import ValidationSection, load_run_config
 from ig_airflow.exceptions import ConfigError, ValidationFailed
 from ig_airflow.pipeline import run_pipeline
 from ig_airflow.spec import OOV_TOKEN
+from ig_airflow.testing.outputs import dataset_bytes
 from ig_airflow.validation import REASON_COLUMN, ROW_NUMBER_COLUMN, validate_inputs, validate_table
 
 
@@ -197,7 +198,7 @@ def test_outputs_gx_json_docs_and_failure_report(rows, spec, tmp_path: Path) -> 
         str(tmp_path / "in.parquet"), spec, ["row_id"], ValidationSection(data_docs=True), str(tmp_path / "v")
     )
     names = sorted(p.name for p in (tmp_path / "v").iterdir())
-    assert names == ["data_docs", "gx_result.json", "quarantine.parquet", "report.json", "validated.parquet"]
+    assert names == ["data_docs", "gx_result.json", "quarantine", "report.json", "validated"]
     gx_result = json.loads((tmp_path / "v" / "gx_result.json").read_text())
     assert gx_result["success"] is False and len(gx_result["results"]) > 40
     html = (tmp_path / "v" / "data_docs" / "index.html").read_text()
@@ -210,7 +211,7 @@ def test_outputs_gx_json_docs_and_failure_report(rows, spec, tmp_path: Path) -> 
             ValidationSection(policy="fail"),
             str(tmp_path / "v"),
         )
-    assert not (tmp_path / "v" / "validated.parquet").exists()  # no stale outputs after a failed run
+    assert not (tmp_path / "v" / "validated").exists()  # no stale outputs after a failed run
     assert json.loads((tmp_path / "v" / "report.json").read_text())["failure"]
 
 
@@ -227,8 +228,8 @@ def test_demo_with_injected_unseen_categories_explains_only_valid_rows(demo, tmp
     config["validation"] = {"policy": policy}
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(config))
     manifest = run_pipeline(load_run_config(tmp_path / "run.yaml"))
-    explained = pd.read_parquet(tmp_path / "run" / "attributions.parquet")
-    validated = pd.read_parquet(tmp_path / "run" / "validation" / "validated.parquet")
+    explained = pd.read_parquet(tmp_path / "run" / "attributions")
+    validated = pd.read_parquet(tmp_path / "run" / "validation" / "validated")
     bad_ids = set(frame.loc[injected, "row_id"])
     vocab = {
         f.name: set(f.vocabulary) | {OOV_TOKEN} for f in read_metadata(demo["artifact"]).inputs.categorical
@@ -244,10 +245,10 @@ def test_demo_with_injected_unseen_categories_explains_only_valid_rows(demo, tmp
             "education": {"Hogwarts": 20},
             "native_country": {"Atlantis": 20},
         }
-    files = ["validation/validated.parquet", "validation/quarantine.parquet", "attributions.parquet"]
-    before = {f: (tmp_path / "run" / f).read_bytes() for f in files}
+    files = ["validation/validated", "validation/quarantine", "attributions"]
+    before = {f: dataset_bytes(tmp_path / "run" / f) for f in files}
     run_pipeline(load_run_config(tmp_path / "run.yaml"))
-    assert {f: (tmp_path / "run" / f).read_bytes() for f in files} == before
+    assert {f: dataset_bytes(tmp_path / "run" / f) for f in files} == before
 
 
 def test_gx_file_context_when_configured(rows, spec, tmp_path: Path) -> None:
@@ -265,3 +266,40 @@ def test_a_validation_logs_a_few_lines_at_info(rows, spec, caplog) -> None:
     assert not [
         r for r in caplog.records if r.name.startswith("great_expectations") and r.levelno < logging.WARNING
     ]
+
+
+@pytest.mark.parametrize("policy", ["skip", "map_to_default"])
+def test_streamed_batches_give_the_whole_input_result(demo_frames, spec, tmp_path: Path, policy) -> None:
+    """Four GX batches write what one batch over the whole input writes, row for row, including
+    an id repeated in two different batches and a failure in the last one."""
+    frame = demo_frames[1].head(1000).reset_index(drop=True)
+    frame.loc[700, "row_id"] = frame.loc[10, "row_id"]  # the same id in batch 0 and in batch 2
+    frame.loc[[950, 951], "occupation"] = "Astronaut"  # the last batch
+    frame.loc[420, "age"] = None
+    source = tmp_path / "in"
+    source.mkdir()
+    for part in range(2):  # two files: batches also cross a file boundary
+        frame.iloc[part * 500 : (part + 1) * 500].to_parquet(source / f"part-{part}.parquet", index=False)
+    whole = validate_inputs(
+        str(source), spec, ["row_id"], ValidationSection(policy=policy), str(tmp_path / "whole")
+    )
+    streamed = validate_inputs(
+        str(source), spec, ["row_id"], ValidationSection(policy=policy, batch_rows=300), str(tmp_path / "s")
+    )
+    assert streamed["batches"] == 4 and len(list((tmp_path / "s" / "validated").glob("*.parquet"))) == 4
+    for key in ("rows", "mapped", "quarantine_reasons"):
+        assert streamed[key] == whole[key], key
+    assert {e["expectation"]: e["unexpected_count"] for e in streamed["failed_expectations"]} == {
+        e["expectation"]: e["unexpected_count"] for e in whole["failed_expectations"]
+    }
+    for output in ("validated", "quarantine"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "s" / output), pd.read_parquet(tmp_path / "whole" / output)
+        )
+    quarantine = pd.read_parquet(tmp_path / "s" / "quarantine").set_index(ROW_NUMBER_COLUMN)
+    assert {10, 700} <= set(quarantine.index)  # both rows of the repeated id, by their input row number
+    assert "expect_column_values_to_be_unique(row_id)" in quarantine.loc[700, REASON_COLUMN]
+    gx_result = json.loads((tmp_path / "s" / "gx_result.json").read_text())
+    assert [b["rows"] for b in gx_result["batches"]] == [[0, 300], [300, 600], [600, 900], [900, 1000]]
+    with pytest.raises(ValidationFailed, match=r"fewer than validation.min_rows=1001"):
+        validate_inputs(str(source), spec, ["row_id"], ValidationSection(min_rows=1001, batch_rows=300), "x")

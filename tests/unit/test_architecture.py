@@ -96,7 +96,7 @@ def string_constants(path: Path) -> list[tuple[int, str]]:
 def test_run_folder_paths_exist_only_in_layout() -> None:
     layout = PACKAGE / "layout.py"
     file_names = {v for _, v in string_constants(layout) if v.endswith((".parquet", ".json", ".html"))}
-    assert {"attributions.parquet", "manifest.json", "validated.parquet", "report.html"} <= file_names
+    assert {"manifest.json", "gx_result.json", "report.html", "summary.json"} <= file_names
     outside = [
         f"{path.relative_to(PACKAGE)}:{line} {value!r}"
         for path in LIBRARY

@@ -310,7 +310,7 @@ def test_baseline_follows_the_reference_data_when_none_is_configured(tmp_path: P
         and manifest["baseline"]["size"] == 0
     )
     in_memory = explain_dataframe(frame, str(tmp_path / "a"), reference=frame, n_steps=8)
-    expected = pd.read_parquet(tmp_path / "run" / "attributions.parquet")
+    expected = pd.read_parquet(tmp_path / "run" / "attributions")
     np.testing.assert_allclose(in_memory["baseline_prediction"], expected["baseline_prediction"])
 
 

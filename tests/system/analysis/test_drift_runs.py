@@ -33,7 +33,7 @@ def explain_rows(demo, rows: pd.DataFrame, out: Path, artifact: str | None = Non
     if artifact:
         raw["model"]["uri"] = artifact
     run_explain(parse_run_config(raw))
-    return str(out / "attributions.parquet")
+    return str(out / "attributions")
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ def test_explained_row_lists_features_by_attribution_with_values_and_baseline(ru
     explanation = explain_prediction(run["dir"], int(row["row_id"]))
     assert explanation.status == "explained" and explanation.ids == {"row_id": int(row["row_id"])}
     table = explanation.contributions
-    attributions = pd.read_parquet(Path(run["dir"]) / "attributions.parquet").set_index("row_id")
+    attributions = pd.read_parquet(Path(run["dir"]) / "attributions").set_index("row_id")
     stored = attributions.loc[int(row["row_id"])]
     assert len(table) == 14
     for item in table.itertuples():
@@ -69,7 +69,7 @@ def test_quarantined_row_reports_validation_reason(run) -> None:
 
 
 def test_unknown_or_malformed_ids_are_named(run) -> None:
-    with pytest.raises(InputDataError, match=r"attributions.parquet: no row with \{'row_id': 424242\}"):
+    with pytest.raises(InputDataError, match=r"attributions: no row with \{'row_id': 424242\}"):
         explain_prediction(run["dir"], 424242)
     with pytest.raises(InputDataError, match=r"row_id='x1' is not a valid int64"):
         explain_prediction(run["dir"], "x1")

@@ -73,6 +73,6 @@ def test_cli_on_a_real_ray_cluster_via_ray_address(ray_head: str, demo, tmp_path
     assert "starting an embedded local Ray" not in result.stderr
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["runner"] == "ray" and manifest["shards"]["computed"] == 3
-    out = pd.read_parquet(tmp_path / "out" / "attributions.parquet")
+    out = pd.read_parquet(tmp_path / "out" / "attributions")
     assert sorted(out.row_id) == sorted(pd.read_parquet(tmp_path / "rows.parquet").row_id)
     assert out["completeness_error"].mean() <= 0.01

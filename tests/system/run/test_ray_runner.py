@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -66,7 +67,7 @@ def resave(artifact, model, uri: Path, **kwargs) -> str:
 
 
 def load(out: Path) -> pd.DataFrame:
-    return pd.read_parquet(out / "attributions.parquet").sort_values("row_id").reset_index(drop=True)
+    return pd.read_parquet(out / "attributions").sort_values("row_id").reset_index(drop=True)
 
 
 def assert_same(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -89,10 +90,15 @@ def test_ray_output_equals_in_process_engine(demo, rows_uri, in_process, tmp_pat
     assert manifest["rows"]["explained"] == 1200 and manifest["id_columns"] == ["row_id"]
     features = [c.removeprefix("attr__") for c in in_process.columns if c.startswith("attr__")]
     assert set(manifest["baseline"]) == {*features, "prediction"}  # what `ig-airflow why` shows
-    assert sorted(p.name for p in (tmp_path / "shards").glob("*.parquet")) == [
-        f"part-0000{i}.parquet" for i in range(4)
+    parts = [f"part-0000{i}.parquet" for i in range(4)]  # one file per shard, committed together
+    assert sorted(p.name for p in (tmp_path / "attributions").iterdir()) == ["_SUCCESS", *parts]
+    assert sorted(p.name for p in (tmp_path / "shards").iterdir()) == [
+        p.replace(".parquet", ".json") for p in parts
     ]
+    assert not list(tmp_path.glob(".attributions.*"))
     assert_same(load(tmp_path), in_process)
+    in_duckdb = duckdb.sql(f"select row_id from read_parquet('{tmp_path}/attributions/*.parquet')")
+    assert [r[0] for r in in_duckdb.fetchall()] == pd.read_parquet(rows_uri)["row_id"].tolist()  # in order
 
 
 def test_killed_worker_is_retried_and_output_unchanged(
@@ -115,11 +121,12 @@ def test_interrupted_run_resumes_only_missing_shards(
         run_explain_ray(config)
     shards = tmp_path / "out" / "shards"
     finished = sorted(p.name for p in shards.glob("*.parquet"))
-    assert 2 <= len(finished) < 4 and not (tmp_path / "out" / "attributions.parquet").exists()
+    assert 2 <= len(finished) < 4 and not (tmp_path / "out" / "attributions").exists()
     stamps = {name: (shards / name).stat().st_mtime_ns for name in finished}
     manifest = run_explain_ray(config)
     assert manifest["shards"] == {"total": 4, "skipped": len(finished), "computed": 4 - len(finished)}
-    assert {name: (shards / name).stat().st_mtime_ns for name in finished} == stamps
+    committed = tmp_path / "out" / "attributions"  # the finished shards, moved in, not rewritten
+    assert {name: (committed / name).stat().st_mtime_ns for name in finished} == stamps
     assert_same(load(tmp_path / "out"), in_process)
     # a changed config invalidates every finished shard
     changed = make_config(demo, rows_uri, tmp_path / "out", ig={"n_steps": 16}, num_workers=1)
@@ -131,7 +138,7 @@ def test_shard_that_keeps_failing_fails_the_run_with_its_id(demo, rows_uri, tmp_
     config = make_config(demo, rows_uri, tmp_path, max_restarts=1, max_task_retries=1, max_shard_attempts=1)
     with pytest.raises(ShardFailed, match=r"shard 1 \(rows 300-600\) failed 1 time\(s\), its worker died"):
         run_explain_ray(config)
-    assert not (tmp_path / "attributions.parquet").exists()
+    assert not (tmp_path / "attributions").exists()
     assert not list(tmp_path.rglob(".*.tmp-*"))
 
 
@@ -201,7 +208,7 @@ def test_layer_attributions_on_ray_equal_in_process(demo, rows_uri, tmp_path) ->
     # the aggregate stage summarises every unit of the layer
     from ig_airflow.analysis.aggregation import summarise_run
 
-    summary = summarise_run(str(tmp_path / "ray" / "attributions.parquet"), str(tmp_path / "summary"))
+    summary = summarise_run(str(tmp_path / "ray" / "attributions"), str(tmp_path / "summary"))
     assert summary["layers"] == {"mlp.1": 64} and "layer_summary" in summary["outputs"]
     units = pd.read_parquet(summary["outputs"]["layer_summary"]).set_index("unit")
     expected = on_ray[[f"layer__mlp.1__{i}" for i in range(64)]].abs().mean().to_numpy()
@@ -215,8 +222,8 @@ def test_empty_input_gives_an_empty_output_on_both_paths(demo, tmp_path) -> None
     config = make_config(demo, str(tmp_path / "empty.parquet"), tmp_path / "ray")
     assert run_explain_ray(config)["rows"]["explained"] == 0
     run_explain(writing_to(config, tmp_path / "local"))
-    ray_out = pd.read_parquet(tmp_path / "ray" / "attributions.parquet")
-    local_out = pd.read_parquet(tmp_path / "local" / "attributions.parquet")
+    ray_out = pd.read_parquet(tmp_path / "ray" / "attributions")
+    local_out = pd.read_parquet(tmp_path / "local" / "attributions")
     assert len(ray_out) == len(local_out) == 0
     assert list(ray_out.columns) == list(local_out.columns) and "attr__age" in ray_out.columns
 

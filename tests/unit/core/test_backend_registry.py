@@ -244,6 +244,6 @@ def test_registered_backend_runs_through_the_in_process_runner(model, numpy_back
     manifest = run_explain(config)
     assert manifest["artifact"]["framework"] == "numpy-linear" and manifest["rows"]["explained"] == 40
     assert manifest["completeness"]["unconverged_rows"] == 0  # a sigmoid: adaptive steps met the 1% tolerance
-    table = pd.read_parquet(tmp_path / "run" / "attributions.parquet")
+    table = pd.read_parquet(tmp_path / "run" / "attributions")
     assert table["completeness_error"].max() <= 0.01
     assert load_artifact(uri).backend.name == "numpy-linear"
