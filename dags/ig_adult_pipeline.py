@@ -4,7 +4,8 @@ every night: load -> validate -> IG on Ray -> aggregate -> drift.
 ``ig_adult_retrain`` publishes the model-artifact Asset; ``ig_adult_explain`` runs when that
 Asset is updated or at 03:00 UTC, and publishes the attributions Asset. Data and outputs
 live under ``IG_AIRFLOW_DEMO_DIR`` (default: ``demo_output`` beside ``dags/``); the retrain's
-seed is ``IG_AIRFLOW_DEMO_SEED`` (default 0: another seed publishes another model version). Each
+seed is the run conf's ``seed`` or ``IG_AIRFLOW_DEMO_SEED`` (default 0: another seed publishes
+another model version). Each
 explain run writes its own folder, ``runs/explain/ds=<ds>/model=<version>/run=<run id>/``.
 """
 
@@ -40,11 +41,16 @@ with DAG(
 
     @task(outlets=[MODEL_ASSET])
     def train_and_publish() -> dict:
-        """Write the demo data, train the model and publish the artifact (one library call)."""
+        """Write the demo data, train the model and publish the artifact (one library call); the
+        seed from the run's conf (``{"seed": 1}``), else ``IG_AIRFLOW_DEMO_SEED``, else 0."""
+        from airflow.sdk import get_current_context
+
         from ig_airflow.artifacts import read_metadata
         from ig_airflow.demo.prepare import prepare_demo
 
-        paths = prepare_demo(DEMO_DIR, seed=int(os.environ.get("IG_AIRFLOW_DEMO_SEED", "0")))
+        conf = get_current_context()["dag_run"].conf or {}
+        seed = int(conf.get("seed", os.environ.get("IG_AIRFLOW_DEMO_SEED", "0")))
+        paths = prepare_demo(DEMO_DIR, seed=seed)
         return {"artifact": paths["artifact"], "checksum": read_metadata(paths["artifact"]).checksum()}
 
     train_and_publish()

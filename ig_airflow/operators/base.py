@@ -25,15 +25,21 @@ def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any
 
 
 def context_vars(context: Any) -> dict[str, Any]:
-    """Placeholder values from the task context: ``ds``, ``ds_nodash``, ``run_id``, ``dag_id``.
-    Asset-triggered runs have no logical date; their ``ds`` is the run's ``run_after`` date."""
+    """Placeholder values from the task context: ``ds``, ``ds_nodash``, ``partition_key``,
+    ``run_id``, ``dag_id``. Runs with no logical date (partitioned or asset-triggered) take ``ds``
+    from the run's partition date, else its ``run_after`` date; ``partition_key`` is the run's
+    partition key (Airflow asset partitions), else ``ds``."""
     values: dict[str, Any] = {}
+    dag_run = context.get("dag_run")
     ds = context.get("ds")
-    if not ds and context.get("dag_run") is not None:
-        run_after = getattr(context["dag_run"], "run_after", None)
-        ds = run_after.date().isoformat() if run_after else None
+    if not ds and dag_run is not None:
+        when = getattr(dag_run, "partition_date", None) or getattr(dag_run, "run_after", None)
+        ds = when.date().isoformat() if when else None
     if ds:
         values.update(ds=ds, ds_nodash=ds.replace("-", ""))
+    partition_key = context.get("partition_key") or getattr(dag_run, "partition_key", None) or ds
+    if partition_key:
+        values["partition_key"] = str(partition_key)
     if context.get("run_id"):
         values["run_id"] = context["run_id"]
     if context.get("dag") is not None:
@@ -57,7 +63,7 @@ class IGStageOperator(BaseOperator):
     Args:
         config_path: the run config YAML (templated).
         template_vars: values for ``{{ name }}`` placeholders in the config, on top of the
-            context's ``ds``, ``ds_nodash``, ``run_id`` and ``dag_id`` (templated).
+            context's ``ds``, ``ds_nodash``, ``partition_key``, ``run_id`` and ``dag_id`` (templated).
         overrides: a mapping deep-merged into the config before validation, e.g.
             ``{"model": {"uri": "..."}}`` (templated).
     """

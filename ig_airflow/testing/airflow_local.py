@@ -1,12 +1,21 @@
-"""Run the example DAGs locally with no server: a SQLite metadata DB under the output
-directory and ``airflow dags test`` (used by ``make demo`` and the end-to-end tests)."""
+"""Run the example DAGs locally: a SQLite metadata DB under the output directory and
+``airflow dags test`` with no server (used by ``make demo`` and the end-to-end tests), or a
+real scheduler, DAG processor and API server (:func:`airflow_services`)."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import secrets
 import shutil
+import signal
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -47,3 +56,91 @@ def dag_test(dag_id: str, logical_date: str, env: dict[str, str]) -> tuple[bool,
     log = result.stdout + result.stderr
     finished = [line for line in log.splitlines() if "DagRun Finished" in line]
     return result.returncode == 0 and bool(finished) and "state=success" in finished[-1], log
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def service_env(env: dict[str, str], port: int, parallelism: int = 8) -> dict[str, str]:
+    """``env`` for a running Airflow: the LocalExecutor, whose task processes reach the Execution
+    API of the api-server on ``port`` (a JWT secret shared by all processes);
+    every API user an admin (a local, loopback-only server)."""
+    return {
+        **env,
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(parallelism),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
+        "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
+        "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
+        "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+    }
+
+
+def healthy(port: int) -> bool:
+    """Whether the api-server on ``port`` reports the metadata DB, scheduler and DAG processor healthy."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/v2/monitor/health", timeout=5) as reply:
+            health = json.load(reply)
+    except (OSError, ValueError):
+        return False
+    parts = ("metadatabase", "scheduler", "dag_processor")
+    return all((health.get(part) or {}).get("status") == "healthy" for part in parts)
+
+
+def stop(processes: list[subprocess.Popen], grace_s: float = 20.0) -> None:
+    """Stop each started process's group (its task processes included): SIGTERM, then SIGKILL."""
+    for process in processes:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@contextlib.contextmanager
+def airflow_services(env: dict[str, str], start_timeout_s: float = 180.0) -> Iterator[dict[str, str]]:
+    """Run an Airflow for real: ``api-server`` (REST and Execution API, on a free port),
+    ``scheduler`` (LocalExecutor) and ``dag-processor``, each in its own process group with its
+    log under ``$AIRFLOW_HOME/services/``. Yields the environment to talk to it (the CLI, or the
+    REST API at ``AIRFLOW__API__BASE_URL``); stops all three and their children on exit."""
+    port = free_port()
+    env = service_env(env, port)
+    logs = Path(env["AIRFLOW_HOME"]) / "services"
+    logs.mkdir(parents=True, exist_ok=True)
+    commands = {
+        "api-server": ["api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        "scheduler": ["scheduler", "--skip-serve-logs"],
+        "dag-processor": ["dag-processor"],
+    }
+    processes: list[subprocess.Popen] = []
+    try:
+        for name, args in commands.items():
+            with open(logs / f"{name}.log", "ab") as log:
+                processes.append(
+                    subprocess.Popen(
+                        [airflow_cli(), *args],
+                        env=env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+        deadline = time.monotonic() + start_timeout_s
+        while not healthy(port):
+            exited = [p.args[1] for p in processes if p.poll() is not None]
+            if exited or time.monotonic() > deadline:
+                raise RuntimeError(f"Airflow did not start (exited: {exited}); logs in {logs}")
+            time.sleep(1)
+        yield env
+    finally:
+        stop(processes)
