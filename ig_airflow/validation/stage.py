@@ -28,10 +28,11 @@ user expectations run per batch.
 
 from __future__ import annotations
 
+import gc
 import logging
 import shutil
 from collections import Counter, defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -235,9 +236,11 @@ def repeated_id_keys(dataset: InputDataset, id_columns: list[str]) -> pa.Array:
     """The id keys that occur more than once in the whole dataset (reads the id columns only)."""
     if not id_columns:
         return pa.array([])
-    counts = pc.value_counts(id_keys(dataset.read_table(id_columns), id_columns))
-    repeated = counts.filter(pc.greater(counts.field("counts"), 1)).field("values")
-    return repeated.filter(pc.is_valid(repeated))
+    keys = id_keys(dataset.read_table(id_columns), id_columns)
+    ordered = keys.take(pc.array_sort_indices(keys))  # sorted: a repeated key sits beside itself
+    del keys
+    same = pc.equal(ordered[1:], ordered[:-1])  # null beside null is null: dropped by the filter
+    return pc.unique(ordered[1:].filter(same))
 
 
 def _repeated_elsewhere(
@@ -406,9 +409,12 @@ def _validate_batches(
             outcome = validate_table(rows, spec, id_columns, per_batch, source, start, repeated)
             validated.write(outcome.validated)
             quarantine.write(outcome.quarantine)
-            batches.append((start, stop, outcome))
+            written = pa.table({})  # the rows are written: keep only the counts and GX results
+            batches.append((start, stop, replace(outcome, validated=written, quarantine=written)))
             if outcome.docs_dir is not None and len(batches) > 1:  # the first batch's Data Docs
                 shutil.rmtree(outcome.docs_dir, ignore_errors=True)
+            del rows, outcome
+            gc.collect()  # GX leaves reference cycles that hold each batch's frame (measured)
     return merge_outcomes(dataset.uri, batches)
 
 
