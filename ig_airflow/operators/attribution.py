@@ -34,10 +34,29 @@ class ComputeAttributionsOperator(IGStageOperator):
             "mean_completeness_error": manifest["completeness"].get("mean_error"),
             "config_hash": manifest["config_hash"],
         }
-        for outlet in self.outlets or []:
-            if hasattr(outlet, "uri") and context.get("outlet_events") is not None:
-                context["outlet_events"][outlet].extra = {
-                    "attributions": result["attributions"],
-                    "rows": result["rows"],
-                }
+        self.annotate_outlets(context, event_extra(config, manifest))
         return result
+
+
+def event_extra(config: Any, manifest: dict[str, Any]) -> dict[str, Any]:
+    """What the IG stage's asset event carries: the run, its rows (explained and quarantined),
+    the share of rows whose completeness converged, and where the attributions are."""
+    from ig_airflow.io import exists, read_json
+    from ig_airflow.layout import RunLayout
+
+    report = RunLayout.of(config).validation.report
+    quarantined = (
+        (read_json(report)["rows"]["quarantined"] if exists(report) else 0)
+        if config.validation.enabled
+        else 0
+    )
+    rows = manifest["rows"]["explained"]
+    unconverged = manifest["completeness"].get("unconverged_rows", 0)
+    return {
+        **manifest["run"],
+        "attributions": manifest["outputs"]["attributions"],
+        "rows_explained": rows,
+        "rows_quarantined": quarantined,
+        "converged_share": round(1 - unconverged / rows, 4) if rows else None,
+        "mean_completeness_error": manifest["completeness"].get("mean_error"),
+    }

@@ -98,6 +98,14 @@ class IGStageOperator(BaseOperator):
         """The stage's work; returns the XCom value."""
         raise NotImplementedError
 
+    def annotate_outlets(self, context: Any, extra: dict[str, Any]) -> None:
+        """Attach ``extra`` to the events of this task's Asset outlets: shown with the event in
+        the Airflow UI, and read by downstream DAGs through ``triggering_asset_events``."""
+        events = context.get("outlet_events")
+        for outlet in self.outlets or [] if events is not None else []:
+            if hasattr(outlet, "uri"):
+                events[outlet].extra = extra
+
     def run_config(self, context: Any) -> RunConfig:
         """The run config rendered with the context, its run id the Airflow run's (unless the
         config sets one), placed in the run's own folder (:func:`ig_airflow.identity.resolve_run`)."""

@@ -22,6 +22,7 @@ class SummariseDriftOperator(IGStageOperator):
     """
 
     def run_stage(self, context: Any) -> dict[str, Any]:
+        from ig_airflow.io import exists, read_json
         from ig_airflow.layout import RunLayout
         from ig_airflow.pipeline import run_drift
 
@@ -29,6 +30,21 @@ class SummariseDriftOperator(IGStageOperator):
         run_key = config.drift.run_key or context_vars(context).get("ds") or config.output.partition
         result, report = run_drift(config, run_key)
         self.log.info("report: %s", report)
+        summary = RunLayout.of(config).summary.json
+        self.annotate_outlets(
+            context,
+            {
+                "model_version": result.get("model_version"),
+                "run_id": result.get("run_id"),
+                "run_key": run_key,
+                "alert": bool(result["alerts"]),
+                "alerts": [f"{a['metric']}:{','.join(a['features'])}" for a in result["alerts"]],
+                "ndcg_at_k": result.get("ndcg_at_k"),
+                "reference": result.get("reference"),
+                "top_features": read_json(summary).get("top_features") if exists(summary) else None,
+                "report": report,
+            },
+        )
         return {
             "report": report,
             "alert": bool(result["alerts"]),

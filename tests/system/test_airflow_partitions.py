@@ -229,3 +229,17 @@ def test_a_retrain_triggers_an_explanation_of_the_same_partition_by_its_asset(ai
     drift = read_json(RunLayout(str(after[-1])).drift.json)
     assert drift["reference"] == RunLayout(str(before[-1])).attributions  # the previous model version
     assert 0 <= drift["ndcg_at_k"] <= 1
+
+    # the run's results travel with its asset events (the UI shows them; downstream DAGs read them)
+    events = api(airflow, "assets/events?limit=200")["asset_events"]
+    run_id = triggered[-1]["dag_run_id"]
+    mine = {e["source_task_id"]: e["extra"] for e in events if e["source_run_id"] == run_id}
+    explained, drifted = mine["compute_ig"], mine["drift"]
+    layout = RunLayout(str(after[-1]))
+    validated = read_json(layout.validation.report)["rows"]
+    assert explained["model_version"] == latest["model_version"] and explained["partition"] == f"ds={today}"
+    assert explained["rows_explained"] == validated["validated"] > 0
+    assert explained["rows_quarantined"] == validated["quarantined"]
+    assert 0.9 <= explained["converged_share"] <= 1 and explained["attributions"] == layout.attributions
+    assert drifted["model_version"] == latest["model_version"] and drifted["reference"] == drift["reference"]
+    assert drifted["alert"] == bool(drift["alerts"]) and len(drifted["top_features"]) == 5
