@@ -11,6 +11,7 @@ the config. Re-running the same run (an Airflow retry, the same CLI command) res
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,11 +44,14 @@ def path_part(value: str) -> str:
     return safe[:120]
 
 
+def partition_name(values: Mapping[str, object]) -> str:
+    """A data partition as a run names it: ``ds=2024-05-01`` (keys in order, '/' between)."""
+    return "/".join(f"{k}={v}" for k, v in values.items())
+
+
 def run_identity(config: RunConfig, metadata: ArtifactMetadata | None = None) -> RunIdentity:
     """The identity of the run ``config`` describes (reads the artifact's metadata, not the model)."""
-    partition = config.output.partition or (
-        "/".join(f"{k}={v}" for k, v in config.data.partition.items()) or "all"
-    )
+    partition = config.output.partition or partition_name(config.data.partition) or "all"
     version = (metadata or read_metadata(config.model.uri)).checksum()[:12]
     return RunIdentity(partition=partition, model_version=version, run_id=config.output.run_id)
 

@@ -302,19 +302,16 @@ class AtomicDatasetWriter:
                 self.fs.rm(stale, recursive=True)
         self.tmp = _tmp_name(self.path)
         self.fs.makedirs(self.tmp, exist_ok=True)
-        self.parts = 0
-        self.rows = 0
+        self.parts = 0  # the next part's index
 
     @staticmethod
     def part_name(index: int) -> str:
         return f"part-{index:05d}.parquet"
 
-    def write(self, table: pa.Table, index: int | None = None) -> str:
-        """Write ``table`` as part ``index`` (default: the next); returns its sha256."""
-        index = self.parts if index is None else index
-        digest = write_parquet(self.fs.unstrip_protocol(f"{self.tmp}/{self.part_name(index)}"), table)
-        self.parts, self.rows = max(self.parts, index + 1), self.rows + table.num_rows
-        return digest
+    def write(self, table: pa.Table) -> None:
+        """Write ``table`` as the next part."""
+        write_parquet(self.fs.unstrip_protocol(f"{self.tmp}/{self.part_name(self.parts)}"), table)
+        self.parts += 1
 
     def place(self, source: str, index: int, move: bool) -> None:
         """Make the file at ``source`` (a path on the same filesystem) part ``index``."""

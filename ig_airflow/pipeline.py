@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ig_airflow.config import RunConfig
-from ig_airflow.identity import resolve_run, run_identity
+from ig_airflow.identity import partition_name, resolve_run, run_identity
 from ig_airflow.io import write_json
 from ig_airflow.layout import RunLayout
 from ig_airflow.lease import run_lease
@@ -122,4 +122,4 @@ def _previous_partition(config: RunConfig) -> str | None:
     from ig_airflow.dataset import previous_partition
 
     previous = previous_partition(config.data.input_uri, config.data.partition)
-    return "/".join(f"{k}={v}" for k, v in previous.items()) if previous else None
+    return partition_name(previous) if previous else None

@@ -31,6 +31,7 @@ class SummariseDriftOperator(IGStageOperator):
         result, report = run_drift(config, run_key)
         self.log.info("report: %s", report)
         summary = RunLayout.of(config).summary.json
+        alerts = [f"{a['metric']}:{','.join(a['features'])}" for a in result["alerts"]]
         self.annotate_outlets(
             context,
             {
@@ -38,7 +39,7 @@ class SummariseDriftOperator(IGStageOperator):
                 "run_id": result.get("run_id"),
                 "run_key": run_key,
                 "alert": bool(result["alerts"]),
-                "alerts": [f"{a['metric']}:{','.join(a['features'])}" for a in result["alerts"]],
+                "alerts": alerts,
                 "ndcg_at_k": result.get("ndcg_at_k"),
                 "reference": result.get("reference"),
                 "top_features": read_json(summary).get("top_features") if exists(summary) else None,
@@ -48,7 +49,7 @@ class SummariseDriftOperator(IGStageOperator):
         return {
             "report": report,
             "alert": bool(result["alerts"]),
-            "alerts": [f"{a['metric']}:{','.join(a['features'])}" for a in result["alerts"]],
+            "alerts": alerts,
             "ndcg_at_k": result.get("ndcg_at_k"),
             "drift": RunLayout.of(config).drift.json,
             "run_key": run_key,

@@ -77,9 +77,9 @@ def test_a_run_never_overwrites_another_in_a_shared_folder(tmp_path: Path) -> No
         resolve_run(config(first, {**shared, "run_id": "retry-2"}))
 
 
-def test_history_keeps_one_record_per_run_and_picks_the_reference(tmp_path: Path) -> None:
-    history = str(tmp_path / "history.parquet")
-    summary = pd.DataFrame(
+def one_feature_summary() -> pd.DataFrame:
+    """A feature summary of one feature, as the history table records it."""
+    return pd.DataFrame(
         {
             "feature": ["a"],
             "mean_abs_attribution": [1.0],
@@ -88,6 +88,11 @@ def test_history_keeps_one_record_per_run_and_picks_the_reference(tmp_path: Path
             "rank": [1],
         }
     )
+
+
+def test_history_keeps_one_record_per_run_and_picks_the_reference(tmp_path: Path) -> None:
+    history = str(tmp_path / "history.parquet")
+    summary = one_feature_summary()
 
     def record(day: str, version: str, run_id: str) -> dict[str, str]:
         run = {"run_key": day, "model_version": version, "run_id": run_id}
@@ -134,15 +139,7 @@ def test_drift_waits_for_the_previous_partitions_run(tmp_path: Path) -> None:
         frame = pd.DataFrame({"row_id": range(50), "attr__a": [scale] * 50, "attr__b": [1.0] * 50})
         frame.to_parquet(Path(runs[day]) / "part-00000.parquet")
     history = str(tmp_path / "history.parquet")
-    summary = pd.DataFrame(
-        {
-            "feature": ["a"],
-            "mean_abs_attribution": [1.0],
-            "mean_attribution": [1.0],
-            "share": [1.0],
-            "rank": [1],
-        }
-    )
+    summary = one_feature_summary()
     late = threading.Timer(
         1.5,
         lambda: append_history(
