@@ -90,7 +90,9 @@ def live_tensor_peak() -> float:
 def main() -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     wrapper, baseline, numeric, categorical, meta = build(args.rows)
-    settings = IGSection(n_steps=args.steps, tolerance=None, memory_budget_mb=args.budget_mb)
+    settings = IGSection(
+        method="gausslegendre", n_steps=args.steps, tolerance=None, memory_budget_mb=args.budget_mb
+    )
     ours = torch_attributor(wrapper, baseline, settings)
 
     def run_ours() -> None:
@@ -188,7 +190,9 @@ def torch_export_report(wrapper, baseline, numeric, categorical, meta, run_eager
     with tempfile.TemporaryDirectory() as tmp:
         save_artifact(wrapper.model, f"{tmp}/exported", inputs=meta.inputs, loader="torch_export")
         loaded = load_artifact(f"{tmp}/exported")
-    settings = IGSection(n_steps=args.steps, tolerance=None, memory_budget_mb=args.budget_mb)
+    settings = IGSection(
+        method="gausslegendre", n_steps=args.steps, tolerance=None, memory_budget_mb=args.budget_mb
+    )
     exported = torch_attributor(TorchModelWrapper(loaded.model, loaded.metadata), baseline, settings)
     timed = interleaved_medians(
         {"eager": run_eager, "exported": lambda: exported.attribute(numeric, categorical, args.steps)},
@@ -209,7 +213,9 @@ def tensorflow_report(wrapper, baseline, numeric, categorical, meta) -> None:
 
     model = keras_from_torch(wrapper.model)
     tf_meta = meta.model_copy(update={"inputs": keras_input_spec(meta.inputs)})
-    settings = IGSection(n_steps=args.steps, tolerance=None, memory_budget_mb=args.budget_mb)
+    settings = IGSection(
+        method="gausslegendre", n_steps=args.steps, tolerance=None, memory_budget_mb=args.budget_mb
+    )
     ours = KerasBackend().attributor(model, tf_meta, baseline, settings)
     x_num = tf.constant(np.tile(numeric, (args.steps, 1)), tf.float32)
     x_cat = tf.constant(np.tile(categorical, (args.steps, 1)), tf.int32)
@@ -263,7 +269,7 @@ def adaptive_report() -> None:
         f"mean completeness error {result.completeness_error.mean():.4%}"
     )
     for steps in (32, 64, 128, 256, 512, 1024):
-        settings = IGSection(n_steps=steps, max_steps=steps, tolerance=None)
+        settings = IGSection(method="gausslegendre", n_steps=steps, max_steps=steps, tolerance=None)
         fixed = explain_rows(torch_attributor(wrapper, baseline, settings), numeric, categorical, settings)
         change = fixed.prediction - fixed.baseline_prediction
         share = np.mean(np.abs(fixed.delta) <= 0.01 * np.abs(change) + adaptive.atol)

@@ -33,7 +33,9 @@ def main() -> None:
     torch.set_num_threads(args.threads or torch.get_num_threads())
     output = {"link": "softmax", "target": {"top_k": args.top_k}}
     wrapper, baseline, numeric, categorical, meta = build(args.rows, n_outputs=CLASSES, output=output)
-    ours = torch_attributor(wrapper, baseline, IGSection(n_steps=args.steps, tolerance=None))
+    ours = torch_attributor(
+        wrapper, baseline, IGSection(method="gausslegendre", n_steps=args.steps, tolerance=None)
+    )
     targets = ours.scores(wrapper(*ours.tensors(numeric, categorical)), None).targets  # each row's top k
     one_pass = ours.attribute(numeric, categorical, args.steps, targets)
     for t in range(args.top_k):  # the one pass gives what separate runs give

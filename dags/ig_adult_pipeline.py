@@ -1,10 +1,10 @@
 """Retrain the Adult model and publish its artifact; explain it after every publication and
-every night: load -> validate -> IG on Ray -> aggregate -> drift.
+every night: load -> validate -> IG on Ray -> aggregate -> quality -> drift.
 
 ``ig_adult_retrain`` publishes the model-artifact Asset; ``ig_adult_explain`` runs when that
-Asset is updated or at 03:00 UTC, and publishes the attributions and drift Assets, their events
-carrying the run's results (rows explained and quarantined, converged share, model version; drift
-alerts, top features). Data and outputs
+Asset is updated or at 03:00 UTC, and publishes the attributions, quality and drift Assets, their
+events carrying the run's results (rows explained and quarantined, converged share, model version;
+the quality checks and deletion/insertion AUCs; drift alerts, top features). Data and outputs
 live under ``IG_AIRFLOW_DEMO_DIR`` (default: ``demo_output`` beside ``dags/``); the retrain's
 seed is the run conf's ``seed`` or ``IG_AIRFLOW_DEMO_SEED`` (default 0: another seed publishes
 another model version). Each
@@ -21,6 +21,7 @@ from airflow.sdk import DAG, Asset, AssetOrTimeSchedule, CronTriggerTimetable, t
 
 from ig_airflow.operators import (
     AggregateAttributionsOperator,
+    AssessQualityOperator,
     ComputeAttributionsOperator,
     LoadModelArtifactOperator,
     SummariseDriftOperator,
@@ -31,6 +32,7 @@ DEMO_DIR = os.path.abspath(os.environ.get("IG_AIRFLOW_DEMO_DIR", Path(__file__).
 CONFIG = str(Path(__file__).parent / "configs" / "explain_adult.yaml")
 MODEL_ASSET = Asset(name="ig_airflow.adult.model", uri=f"file://{DEMO_DIR}/artifacts/adult_torch")
 ATTRIBUTIONS_ASSET = Asset(name="ig_airflow.adult.attributions", uri=f"file://{DEMO_DIR}/runs/explain")
+QUALITY_ASSET = Asset(name="ig_airflow.adult.quality", uri=f"file://{DEMO_DIR}/runs/explain/quality")
 DRIFT_ASSET = Asset(name="ig_airflow.adult.drift", uri=f"file://{DEMO_DIR}/runs/explain/history.parquet")
 
 with DAG(
@@ -77,5 +79,6 @@ with DAG(
         >> ValidateInputsOperator(task_id="validate", **stage)
         >> ComputeAttributionsOperator(task_id="compute_ig", outlets=[ATTRIBUTIONS_ASSET], **stage)
         >> AggregateAttributionsOperator(task_id="aggregate", **stage)
+        >> AssessQualityOperator(task_id="quality", outlets=[QUALITY_ASSET], **stage)
         >> SummariseDriftOperator(task_id="drift", outlets=[DRIFT_ASSET], **stage)
     )

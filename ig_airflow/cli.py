@@ -23,15 +23,6 @@ def _template_vars(pairs: list[str]) -> dict[str, str]:
     return values
 
 
-def _row_ids(values: list[str]) -> str | dict[str, str]:
-    if len(values) == 1 and "=" not in values[0]:
-        return values[0]
-    pairs = [v.partition("=") for v in values]
-    if not all(sep for _, sep, _ in pairs):
-        raise SystemExit("--id: give one VALUE, or COLUMN=VALUE for every id column")
-    return {column: value for column, _, value in pairs}
-
-
 def _run_config(args: argparse.Namespace) -> Any:
     """The run config of a command: rendered, its run id set, placed in the run's own folder."""
     from ig_airflow.config import load_run_config
@@ -60,9 +51,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(attributions/) and manifest.json under output.uri (committed when complete)",
         "validate": "validate the input with Great Expectations: validated + quarantined rows, "
         "GX result JSON and Data Docs under validation.output_uri",
+        "quality": "measure a finished run's explanations on a sample of its rows (the quality "
+        "section): deletion/insertion curves against a random and a permutation-importance order, "
+        "infidelity, max-sensitivity and the model-randomisation check, into output.uri/quality; exit "
+        "status 2 when a check fails with quality.on_fail: fail",
         "run": "the whole pipeline, as the explain DAG runs it: validate the input, explain the validated "
-        "rows, aggregate, then drift against the configured reference (history table, alerts) and the "
-        "HTML report under output.uri/report",
+        "rows, aggregate, measure the explanations' quality, then drift against the configured reference "
+        "(history table, alerts) and the HTML report under output.uri/report",
     }
     for name, text in commands.items():
         command = sub.add_parser(name, help=text.split(". ")[0], description=text)
@@ -153,16 +148,22 @@ def main(argv: list[str] | None = None) -> int:
 
             report = run_validation(_run_config(args))
             print(json.dumps({k: report[k] for k in ("rows", "mapped", "outputs")}, indent=2))
+        elif args.command == "quality":
+            from ig_airflow.pipeline import run_quality
+
+            result = run_quality(_run_config(args))
+            keys = ("passed", "checks", "rows", "infidelity", "max_sensitivity", "randomisation")
+            print(json.dumps({k: result.get(k) for k in keys}, indent=2))
         elif args.command == "run":
             from ig_airflow.pipeline import run_pipeline
 
             manifest = run_pipeline(_run_config(args), run_key=_template_vars(args.set)["ds"])
-            keys = ("outputs", "rows", "validation", "completeness", "summary", "drift", "timing")
+            keys = ("outputs", "rows", "validation", "completeness", "summary", "quality", "drift", "timing")
             print(json.dumps({k: manifest.get(k) for k in keys}, indent=2))
         elif args.command == "why":
-            from ig_airflow.analysis.row_explanation import explain_prediction
+            from ig_airflow.analysis.row_explanation import explain_prediction, row_key
 
-            explanation = explain_prediction(args.run, _row_ids(args.id), args.target)
+            explanation = explain_prediction(args.run, row_key(args.id), args.target)
             top = args.top or None
             if args.json:
                 print(json.dumps(explanation.to_dict(top=top), indent=2, default=str))

@@ -97,21 +97,42 @@ TARGET_HELP = (
 
 
 class IGSection(StrictModel):
+    """How IG is computed. ``method: adaptive_trapezoid`` (the default) refines each row's own
+    path points, reusing every gradient evaluated, until ``|sum(attr) - change| <= atol *
+    scale + tolerance * |change|`` (``scale``: 1 for a probability); the fixed rules recompute
+    rows above it with doubled steps. See ``ig_airflow.core.adaptive``."""
+
     engine: Literal["vectorized", "captum"] = Field(
         "vectorized", description="vectorized: our batched engine; captum: reference backend."
     )
-    method: Literal["gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "trapezoid"] = (
-        "gausslegendre"
+    method: Literal[
+        "adaptive_trapezoid", "gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "trapezoid"
+    ] = Field(
+        "adaptive_trapezoid",
+        description="adaptive_trapezoid: the trapezoid rule on per-row nested points, refined where "
+        "the exact interval errors are largest; or a fixed rule. Default with engine: captum: "
+        "gausslegendre.",
     )
-    n_steps: int = Field(32, ge=1, le=4096, description="Steps of the first pass.")
+    n_steps: int = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="Points of the first pass; default 9 for adaptive_trapezoid, 32 for the fixed rules.",
+    )
     tolerance: float | None = Field(
         0.01,
         ge=0,
-        description="Relative completeness tolerance; rows above it are recomputed with "
-        "doubled steps up to max_steps. null disables adaptive steps.",
+        description="Relative completeness tolerance; rows above it are refined (adaptive_trapezoid) "
+        "or recomputed with doubled steps, up to max_steps points. null disables adaptive steps.",
     )
-    atol: float = Field(1e-6, ge=0, description="Absolute slack added to the tolerance.")
-    max_steps: int = Field(512, ge=1, le=65536)
+    atol: float = Field(
+        1e-4,
+        ge=0,
+        description="Absolute completeness slack in units of the output's scale: 1 for a probability "
+        "(a calibrated or explain: probability output), else max(1, |baseline score|). A row within it "
+        "but above the relative tolerance is reported as barely moved, not unconverged.",
+    )
+    max_steps: int = Field(512, ge=1, le=65536, description="Most gradient points per row.")
     internal_batch_size: int | None = Field(
         None, ge=1, description="Interpolated rows per forward/backward; default from memory."
     )
@@ -128,12 +149,28 @@ class IGSection(StrictModel):
         "layer_n_steps__<name> (same tolerance and adaptive steps as the inputs).",
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _method_defaults(cls, data: Any) -> Any:
+        """Captum has no adaptive_trapezoid: its default method is gausslegendre; the first pass
+        of adaptive_trapezoid is 9 points (8 intervals), of the fixed rules 32."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if data.get("engine") == "captum":
+            data.setdefault("method", "gausslegendre")
+        if "n_steps" not in data and data.get("method", "adaptive_trapezoid") == "adaptive_trapezoid":
+            data["n_steps"] = 9
+        return data
+
     @model_validator(mode="after")
     def _steps_consistent(self) -> IGSection:
         if self.max_steps < self.n_steps:
             raise ValueError(f"max_steps ({self.max_steps}) must be >= n_steps ({self.n_steps})")
-        if self.method == "trapezoid" and self.n_steps < 2:
-            raise ValueError("trapezoid needs n_steps >= 2")
+        if self.method in ("trapezoid", "adaptive_trapezoid") and self.n_steps < 2:
+            raise ValueError(f"{self.method} needs n_steps >= 2")
+        if self.engine == "captum" and self.method in ("trapezoid", "adaptive_trapezoid"):
+            raise ValueError(f"engine captum has no {self.method} rule; use gausslegendre")
         if len(set(self.layer_attributions)) != len(self.layer_attributions):
             raise ValueError(f"layer_attributions lists a layer twice: {self.layer_attributions}")
         return self
@@ -198,8 +235,41 @@ class RaySection(StrictModel):
     max_shard_attempts: int = Field(2, ge=1, description="Fresh workers tried for a shard before failing.")
 
 
+class AlertRule(StrictModel):
+    """One alert condition of the drift stage (``drift.rules``). An alert fires when the metric's
+    value crosses ``threshold``, the change is significant against what resampling the two runs
+    under no change produces (Holm-adjusted p-value at most ``drift.alpha``) and its effect is at
+    least ``min_effect``."""
+
+    metric: Literal[
+        "ndcg_at_k", "spearman", "share_change", "js_distance", "psi", "wasserstein", "drift_impact"
+    ] = Field(description="The drift metric (drift.json's names).")
+    threshold: float | None = Field(
+        description="Alert below it (ndcg_at_k, spearman) or above it (|share_change|, js_distance, psi, "
+        "wasserstein, drift_impact); null: this metric never alerts (for the features named)."
+    )
+    min_effect: float = Field(
+        0.0,
+        ge=0,
+        description="Least effect size: for ndcg_at_k and spearman, the drop below the median that "
+        "resampling produces; for share_change, |change in share|; for js_distance, psi and wasserstein, "
+        "the share of total importance the feature's attributions moved (their Wasserstein distance over "
+        "the reference's total mean |attribution|, less its resampling median); for drift_impact, the "
+        "impact less its resampling median.",
+    )
+    features: list[str] = Field(
+        default_factory=list,
+        description="Only these features (a per-feature condition); empty: every feature. Ignored by the "
+        "global metrics ndcg_at_k and spearman.",
+    )
+
+
 class DriftSection(StrictModel):
-    """Attribution drift against a reference run; see :mod:`ig_airflow.analysis.drift`."""
+    """Attribution drift against a reference run; see :mod:`ig_airflow.analysis.drift`. Every
+    metric is set against the variation that resampling the same runs produces (a Poisson
+    bootstrap on row blocks, :mod:`ig_airflow.analysis.statistics`): an alert needs its
+    threshold crossed, a Holm-adjusted p-value at most ``alpha`` and a minimum effect. The
+    thresholds below are the default conditions; ``rules`` overrides them per metric or feature."""
 
     reference_uri: str | None = Field(
         None,
@@ -218,20 +288,150 @@ class DriftSection(StrictModel):
     )
     run_key: str | None = Field(None, description="Identifies this run in the history table (default: ds).")
     top_k: int = Field(5, ge=1, description="k of NDCG@k and of the entered/left top-k lists.")
-    ndcg_min: float = Field(0.90, ge=0, le=1, description="Alert below this NDCG@k (SageMaker default 0.90).")
-    spearman_min: float | None = Field(None, ge=-1, le=1, description="Alert below this rank correlation.")
-    js_max: float = Field(
-        0.1, ge=0, description="Alert when a feature's Jensen-Shannon distance exceeds this."
+    ndcg_min: float = Field(
+        0.90,
+        ge=0,
+        le=1,
+        description="Alert below this NDCG@k (SageMaker default 0.90) when the drop is significant.",
     )
-    psi_max: float = Field(0.25, ge=0, description="Alert when a feature's PSI exceeds this.")
-    share_change_max: float = Field(0.10, ge=0, description="Alert when a feature's share moves more.")
-    bins: int = Field(20, ge=2, description="Shared bins of the distribution metrics.")
+    spearman_min: float | None = Field(
+        None, ge=-1, le=1, description="Alert below this rank correlation when the drop is significant."
+    )
+    js_max: float = Field(
+        0.1,
+        ge=0,
+        description="Alert when a feature's Jensen-Shannon distance exceeds this, beyond what resampling "
+        "produces (significant), and its attributions moved at least min_effect of the total importance.",
+    )
+    psi_max: float = Field(
+        0.25, ge=0, description="Alert when a feature's PSI exceeds this, on the same conditions as js_max."
+    )
+    share_change_max: float = Field(
+        0.10,
+        ge=0,
+        description="Alert when a feature's share of total importance moves more than this, significantly.",
+    )
+    min_effect: float = Field(
+        0.05,
+        ge=0,
+        description="Least effect of the js_distance and psi alerts: the share of total importance the "
+        "feature's attributions moved (Wasserstein distance over the reference's total mean |attribution|, "
+        "less what resampling produces). A shape change in the attributions of a feature the model "
+        "barely uses is no alert.",
+    )
+    drift_impact_max: float = Field(
+        0.02,
+        ge=0,
+        description="Alert when a feature's drift impact (its share of importance, the larger of the two "
+        "runs', times the Jensen-Shannon distance of its input values, less what resampling produces) "
+        "exceeds this: an input shift on a feature the model ignores raises nothing. Needs both runs' "
+        "explained inputs (found through their manifests).",
+    )
+    rules: list[AlertRule] = Field(
+        default_factory=list,
+        description="Alert conditions overriding the defaults above: per metric (features empty) or per "
+        "feature; the last rule naming a feature wins over one for every feature.",
+    )
+    alpha: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="Family-wise error rate of the alerts: each test's p-value, Holm-adjusted over every "
+        "test of the run, must be at most this.",
+    )
+    resamples: int = Field(
+        200,
+        ge=20,
+        le=10_000,
+        description="Bootstrap resamples (Poisson weights on row blocks) behind every interval and test, "
+        "and behind the summaries' confidence intervals.",
+    )
+    seed: int = Field(0, description="Seeds the resamples: the same runs give the same numbers.")
+    cohort_alerts: bool = Field(
+        False,
+        description="Also raise the cohorts' alerts (NDCG@k and share change per segment, in drift.json's "
+        "cohorts) as the run's alerts; by default they are recorded only.",
+    )
+    bins: int = Field(
+        20, ge=2, description="Shared bins of the distribution metrics (attributions and inputs)."
+    )
     on_alert: Literal["fail", "warn"] = Field("warn", description="fail: the drift task fails on an alert.")
     waterfall_rows: int = Field(
         3, ge=0, description="Report waterfalls for the rows with the highest predictions."
     )
     waterfall_ids: list[str | int] = Field(
         default_factory=list, description="Report waterfalls for these ids (first id column) instead."
+    )
+
+
+class CohortSection(StrictModel):
+    """A segmentation of the explained rows (``cohorts``): one segment per value of a categorical
+    column (its ``max_values`` most frequent, the rest ``(other)``), or per bin of a numeric one
+    (``bins``: the cut points). Rows with no value form ``(missing)``. The column is read from the
+    explained input rows (the validated rows), so it may be a feature or any other input column."""
+
+    column: str = Field(description="The input column that defines the segments.")
+    bins: list[float] | None = Field(
+        None,
+        description="Cut points of a numeric column, increasing: [30, 50] gives '< 30', '[30, 50)', "
+        "'>= 50'. Absent: one segment per value.",
+    )
+    max_values: int = Field(20, ge=1, le=1000, description="Most segments of a categorical column.")
+    min_rows: int = Field(
+        30, ge=1, description="Segments with fewer rows in a run are summarised but not tested for drift."
+    )
+
+    @model_validator(mode="after")
+    def _bins_increase(self) -> CohortSection:
+        bins = self.bins
+        if bins is not None and (not bins or any(b <= a for a, b in zip(bins, bins[1:], strict=False))):
+            raise ValueError(f"cohort {self.column!r}: bins must be a non-empty increasing list")
+        return self
+
+
+class QualitySection(StrictModel):
+    """Whether a run's explanations can be trusted, measured on a sample of its rows; see
+    :mod:`ig_airflow.quality`: deletion and insertion curves against a random and a
+    permutation-importance order, infidelity and max-sensitivity (Yeh et al. 2019), and a
+    model-randomisation check (Adebayo et al. 2018)."""
+
+    enabled: bool = Field(True, description="Run the quality stage after IG (ig-airflow run, the DAGs).")
+    sample_rows: int = Field(256, ge=8, le=100_000, description="Explained rows sampled for the metrics.")
+    seed: int = Field(0, description="Seeds the sample, the random orders and every perturbation.")
+    curve_points: int = Field(
+        21, ge=3, le=1001, description="Points of the deletion/insertion curves (all features when fewer)."
+    )
+    min_gain_over_random: float = Field(
+        0.0,
+        description="The IG deletion AUC must be below the random order's (same rows) by more than this, "
+        "at the lower end of the 95% confidence interval of the per-row difference (normalised output, "
+        "0..1 scale); else the check fails.",
+    )
+    infidelity_samples: int = Field(16, ge=1, le=1024, description="Perturbations per row for infidelity.")
+    infidelity_mask_probability: float = Field(
+        0.25, gt=0, lt=1, description="Each feature set to its baseline with this probability (infidelity)."
+    )
+    sensitivity_samples: int = Field(
+        8, ge=1, le=256, description="Perturbations per row for max-sensitivity."
+    )
+    sensitivity_radius: float = Field(
+        0.02,
+        gt=0,
+        description="max-sensitivity: numeric features move uniformly within this fraction of their "
+        "standard deviation in the sample (categorical features are not perturbed).",
+    )
+    sensitivity_rows: int = Field(64, ge=1, description="Rows of the sample used for max-sensitivity.")
+    randomisation: bool = Field(True, description="Run the model-randomisation check.")
+    max_randomised_correlation: float = Field(
+        0.5,
+        ge=-1,
+        le=1,
+        description="The model-randomisation check passes when the mean per-row Spearman correlation "
+        "between the |attributions| of the model and of its re-initialised copy is below this.",
+    )
+    on_fail: Literal["fail", "warn"] = Field(
+        "warn",
+        description="fail: a failed check fails the stage (the Airflow task); warn: logged and recorded.",
     )
 
 
@@ -269,11 +469,19 @@ class RunConfig(StrictModel):
     validation: ValidationSection = ValidationSection()
     ray: RaySection = RaySection()
     drift: DriftSection = DriftSection()
+    cohorts: list[CohortSection] = Field(
+        default_factory=list,
+        description="Segments of the explained rows summarised and compared on their own (summaries, "
+        "drift): a categorical column, or a numeric one cut at bins.",
+    )
+    quality: QualitySection = QualitySection()
 
     def config_hash(self) -> str:
-        """Hash of everything that changes the attributions (not paths to outputs)."""
+        """Hash of everything that changes the attributions: not paths to outputs, nor the settings
+        of the stages after IG (quality, drift, cohorts), so that changing those reuses the shards."""
         payload = self.model_dump(mode="json")
-        payload.pop("output", None)
+        for section in ("output", "quality", "drift", "cohorts"):
+            payload.pop(section, None)
         return sha256_json(payload)
 
     def require_rendered(self) -> None:

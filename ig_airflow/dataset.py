@@ -14,9 +14,10 @@ become columns (``ds``), as every engine that reads the dataset shows them.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
@@ -81,6 +82,22 @@ class InputDataset:
             return self.schema.empty_table().select(columns) if columns else self.schema.empty_table()
         return pa.concat_tables(parts)
 
+    def take(self, positions: Sequence[int], columns: list[str] | None = None) -> pa.Table:
+        """The rows at sorted ``positions`` (0-based, across the files), reading only the row
+        groups that hold them, one at a time (a sample of a big dataset in little memory)."""
+        parts, offset = [], 0
+        positions = np.asarray(positions, dtype=np.int64)
+        for i, (uri, n) in enumerate(zip(self.files, self.rows, strict=True)):
+            mine = positions[(positions >= offset) & (positions < offset + n)] - offset
+            if len(mine):
+                parts.append(
+                    self._with_partition(_take_rows(uri, mine, self._file_columns(columns)), i, columns)
+                )
+            offset += n
+        if not parts:
+            return self.schema.empty_table().select(columns) if columns else self.schema.empty_table()
+        return pa.concat_tables(parts)
+
     def iter_batches(self, batch_rows: int, columns: list[str] | None = None) -> Iterator[pa.Table]:
         """Every row in record batches of at most ``batch_rows`` rows, file after file."""
         for i, uri in enumerate(self.files):
@@ -132,6 +149,17 @@ class InputDataset:
             "files": len(self.files),
             "rows": self.num_rows,
         }
+
+
+def _take_rows(uri: str, rows: np.ndarray, columns: list[str] | None) -> pa.Table:
+    """Rows ``rows`` (sorted) of one Parquet file, row group by row group."""
+    parquet = open_parquet(uri)
+    starts = np.cumsum([0] + [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)])
+    parts = []
+    for group in np.unique(np.searchsorted(starts, rows, side="right") - 1):
+        inside = rows[(rows >= starts[group]) & (rows < starts[group + 1])] - starts[group]
+        parts.append(parquet.read_row_group(int(group), columns=columns).take(pa.array(inside)))
+    return checked_text(uri, pa.concat_tables(parts))
 
 
 def as_dataset(source: str | InputDataset) -> InputDataset:

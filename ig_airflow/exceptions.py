@@ -25,6 +25,10 @@ class DriftAlert(IGAirflowError):
     """Attribution drift crossed a configured threshold (raised when ``drift.on_alert: fail``)."""
 
 
+class QualityCheckFailed(IGAirflowError):
+    """A quality check of a run's explanations failed (raised when ``quality.on_fail: fail``)."""
+
+
 class StorageError(IGAirflowError):
     """Writing an output failed (disk full, permissions); nothing partial is left behind."""
 
@@ -48,4 +52,5 @@ DETERMINISTIC_ERRORS: tuple[type[IGAirflowError], ...] = (
     ValidationFailed,
     ModelCallError,
     DriftAlert,
+    QualityCheckFailed,
 )

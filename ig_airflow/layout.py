@@ -12,6 +12,7 @@
                                      report.json, data_docs/index.html
     <run>/summary/                   feature_, category_, layer_summary.parquet, summary.json
     <run>/drift/                     drift.json, drift_features.parquet
+    <run>/quality/                   quality.json: faithfulness and sanity checks on a sample
     <run>/report/                    report.html and its images
     <run>/.ig_airflow_lease.json     the lease of the process writing the run now
 
@@ -23,6 +24,7 @@ names its files the same way.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ig_airflow.config import RunConfig
 from ig_airflow.exceptions import ConfigError
@@ -89,6 +91,14 @@ class DriftLayout(_Folder):
     @property
     def features(self) -> str:
         return self._at("drift_features.parquet")
+
+
+class QualityLayout(_Folder):
+    """The quality stage's results (:mod:`ig_airflow.quality`)."""
+
+    @property
+    def json(self) -> str:
+        return self._at("quality.json")
 
 
 class ReportLayout(_Folder):
@@ -165,5 +175,18 @@ class RunLayout(_Folder):
         return DriftLayout(self._at("drift"))
 
     @property
+    def quality(self) -> QualityLayout:
+        return QualityLayout(self._at("quality"))
+
+    @property
     def report(self) -> ReportLayout:
         return ReportLayout(self._at("report"))
+
+
+def explained_input(manifest: dict[str, Any]) -> tuple[str, dict[str, str]]:
+    """The rows a run explained, from its manifest: the validated rows (after validation's
+    ``map_to_default``) when the run validated, else its input with the partition it read."""
+    validated = (manifest.get("validation") or {}).get("outputs", {}).get("validated")
+    if validated:
+        return validated, {}
+    return manifest["input_uri"], (manifest.get("input") or {}).get("partition", {})

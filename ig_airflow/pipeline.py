@@ -1,5 +1,5 @@
-"""The stages of a run, each a call on the run config: validation, IG, aggregation, drift with
-the report. The Airflow operators call them one per task; :func:`run_pipeline` chains validation
+"""The stages of a run, each a call on the run config: validation, IG, aggregation, quality,
+drift with the report. The Airflow operators call them one per task; :func:`run_pipeline` chains validation
 and IG in one process (the CLI's ``run`` and notebooks). Each holds the run folder's lease."""
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ def run_ig(config: RunConfig) -> dict[str, Any]:
 
 def run_pipeline(config: RunConfig, run_key: str | None = None) -> dict[str, Any]:
     """The whole pipeline in this process, as the explain DAG runs it task by task: validation
-    (when ``validation.enabled``), IG on the validated rows, aggregation, then drift against the
+    (when ``validation.enabled``), IG on the validated rows, aggregation, the quality stage (when
+    ``quality.enabled``), then drift against the
     configured reference with the history table and the HTML report. Holds the run folder's
     lease throughout; returns the run manifest, with the validation counts, the summary and the
     drift alerts. ``run_key`` names the run's partition in the history table (default:
@@ -47,6 +48,10 @@ def run_pipeline(config: RunConfig, run_key: str | None = None) -> dict[str, Any
         summary = run_aggregation(config)
         manifest["summary"] = {"top_features": summary["top_features"], "outputs": summary["outputs"]}
         write_json(layout.manifest, manifest)
+        if config.quality.enabled:
+            quality = run_quality(config)
+            manifest["quality"] = {"passed": quality["passed"], "checks": quality["checks"]}
+            write_json(layout.manifest, manifest)
         drift, report = run_drift(config, config.drift.run_key or run_key or str(config.output.partition))
         manifest["drift"] = {"alerts": drift["alerts"], "reference": drift.get("reference"), "report": report}
         write_json(layout.manifest, manifest)
@@ -68,23 +73,46 @@ def _validate_and_explain(config: RunConfig) -> dict[str, Any]:
 
 
 def run_aggregation(config: RunConfig) -> dict[str, Any]:
-    """Summarise the run's attributions into ``summary/`` (features, categories, layer units)."""
+    """Summarise the run's attributions into ``summary/`` (features with bootstrap intervals,
+    categories, cohorts, layer units)."""
     from ig_airflow.analysis.aggregation import summarise_run
+    from ig_airflow.analysis.cohorts import summarise_cohorts
     from ig_airflow.artifacts import read_metadata
+    from ig_airflow.dataset import open_dataset
 
     config = resolve_run(config)
     layout = RunLayout.of(config)
     spec = read_metadata(config.model.uri).inputs
     inputs = layout.validation.validated if config.validation.enabled else config.data.input_uri
+    partition = {} if config.validation.enabled else config.data.partition
+    statistics = {"resamples": config.drift.resamples, "seed": config.drift.seed}
     with run_lease(layout):
-        return summarise_run(
+        result = summarise_run(
             layout.attributions,
             layout.summary.root,
             inputs_uri=inputs,
             categorical=spec.categorical_names,
             id_columns=config.data.id_columns,
-            inputs_partition={} if config.validation.enabled else config.data.partition,
+            inputs_partition=partition,
+            **statistics,
         )
+        if config.cohorts:
+            explained = open_dataset(inputs, partition)
+            result = summarise_cohorts(
+                layout.attributions, layout.summary.root, explained, config.cohorts, **statistics
+            )
+        return result
+
+
+def run_quality(config: RunConfig) -> dict[str, Any]:
+    """The quality stage on a sample of the run's explained rows (``quality``): faithfulness,
+    stability and the model-randomisation check in ``quality/quality.json``
+    (:func:`ig_airflow.quality.stage.assess_quality`)."""
+    from ig_airflow.quality.stage import assess_quality
+
+    config = resolve_run(config)
+    with run_lease(RunLayout.of(config)):
+        return assess_quality(config)
 
 
 def run_drift(config: RunConfig, run_key: str | None = None) -> tuple[dict[str, Any], str]:
@@ -102,7 +130,9 @@ def run_drift(config: RunConfig, run_key: str | None = None) -> tuple[dict[str, 
     with run_lease(layout):
         try:
             previous = _previous_partition(config)
-            result = summarise_drift(layout.attributions, layout.drift.root, config.drift, run, previous)
+            result = summarise_drift(
+                layout.attributions, layout.drift.root, config.drift, run, previous, config.cohorts
+            )
         finally:
             report = build_report(
                 config.output.uri,
@@ -110,6 +140,7 @@ def run_drift(config: RunConfig, run_key: str | None = None) -> tuple[dict[str, 
                 config.drift.history_uri,
                 waterfall_rows=config.drift.waterfall_rows,
                 waterfall_ids=config.drift.waterfall_ids,
+                validation_uri=layout.validation.root if config.validation.enabled else None,
             )
     return result, report
 

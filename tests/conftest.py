@@ -70,3 +70,21 @@ def dump_dom(page: Path, profile: Path) -> str:
     return subprocess.run(
         [*command, "--dump-dom", f"file://{page}"], capture_output=True, text=True, timeout=120
     ).stdout
+
+
+def keras_twin(torch_artifact, path: Path):
+    """A Keras model with the PyTorch demo model's weights, saved and reloaded as an artifact."""
+    from ig_airflow.artifacts import load_artifact, save_artifact
+    from ig_airflow.demo.keras_model import keras_from_torch, keras_input_spec
+
+    meta = torch_artifact.metadata
+    save_artifact(
+        keras_from_torch(torch_artifact.model),
+        str(path),
+        inputs=keras_input_spec(meta.inputs),
+        output=meta.output,
+        calibration=meta.calibration,
+        baseline=meta.baseline,
+        custom_objects_module="ig_airflow.demo.keras_model",
+    )
+    return load_artifact(str(path))

@@ -4,7 +4,11 @@ Categorical attributions arrive already summed over their embedding dimensions (
 feature, see :mod:`ig_airflow.core.attribution`). This stage summarises a run:
 
 - ``feature_summary.parquet``: per feature, mean |attribution|, mean signed attribution, share
-  of the total mean |attribution|, rank, and quantiles (5/25/50/75/95%) of the attribution;
+  of the total mean |attribution|, rank, and quantiles (5/25/50/75/95%) of the attribution,
+  with 95% bootstrap intervals of the mean |attribution|, the share and the rank
+  (``mean_abs_ci_low``/``_high``, ``share_ci_*``, ``rank_ci_*``; :mod:`.statistics`);
+- ``cohort_summary.parquet`` (with ``cohorts`` in the config): the same per segment of the rows
+  (:mod:`.cohorts`);
 - ``category_summary.parquet``: per categorical feature and value, row count, mean and mean
   |attribution| of that feature's score;
 - ``layer_summary.parquet`` (runs with ``ig.layer_attributions``): per hidden layer and unit,
@@ -15,15 +19,17 @@ target: the feature and category summaries gain a ``target`` column.
 
 Columns are streamed one column chunk (row group) at a time: means, ranges and counts are
 exact, quantiles come from a 4,096-bin histogram (error at most one bin width), so a run of
-any length is summarised in memory proportional to one column chunk. Category summaries read
-one categorical column and its attribution column at a time.
+any length is summarised in memory proportional to one column chunk. The intervals come from
+per-block sums kept in the same pass (a Poisson bootstrap on at most 2,048 row blocks), never
+from resampled copies of the rows. Category summaries read one categorical column and its
+attribution column at a time.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,6 +37,19 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from ig_airflow.analysis.statistics import (
+    LEVEL,
+    add_block_counts,
+    add_block_sums,
+    bin_codes,
+    block_count,
+    block_rows,
+    interval,
+    poisson_weights,
+    ranks,
+    resampled_means,
+    shares,
+)
 from ig_airflow.dataset import InputDataset, as_dataset, open_dataset
 from ig_airflow.exceptions import InputDataError
 from ig_airflow.io import ROW_GROUP_ROWS, exists, read_json, write_json, write_parquet
@@ -109,25 +128,47 @@ def primary_rows(source: Source) -> Where:
 
 @dataclass
 class ColumnStats:
-    """Exact streaming statistics of one column."""
+    """Exact streaming statistics of one column; with ``block`` > 0 also the sum of |values|
+    per block of ``block`` consecutive rows (:mod:`.statistics`)."""
 
     count: int = 0
     total: float = 0.0
     abs_total: float = 0.0
     low: float = np.inf
     high: float = -np.inf
+    block: int = 0
+    block_abs: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def add(self, values: np.ndarray) -> None:
         if len(values):
+            absolute = np.abs(values)
+            if self.block:
+                needed = block_count(self.count + len(values), self.block)
+                if needed > len(self.block_abs):
+                    grown = np.zeros(max(needed, 2 * len(self.block_abs)))
+                    grown[: len(self.block_abs)] = self.block_abs
+                    self.block_abs = grown
+                add_block_sums(self.block_abs, absolute, self.count, self.block)
             self.count += len(values)
             self.total += float(values.sum())
-            self.abs_total += float(np.abs(values).sum())
+            self.abs_total += float(absolute.sum())
             self.low = min(self.low, float(values.min()))
             self.high = max(self.high, float(values.max()))
 
+    @property
+    def blocks(self) -> int:
+        return block_count(self.count, self.block) if self.block and self.count else 0
 
-def column_stats(source: Source, column: str, where: Where = None) -> ColumnStats:
-    stats = ColumnStats()
+    def block_counts(self) -> np.ndarray:
+        """Rows per block (all ``block`` but the last)."""
+        counts = np.full(self.blocks, float(self.block))
+        if len(counts):
+            counts[-1] = self.count - (len(counts) - 1) * self.block
+        return counts
+
+
+def column_stats(source: Source, column: str, where: Where = None, block: int = 0) -> ColumnStats:
+    stats = ColumnStats(block=block)
     for chunk in iter_column_chunks(source, column, where):
         stats.add(chunk)
     return stats
@@ -141,6 +182,18 @@ def column_histogram(source: Source, column: str, edges: np.ndarray, where: Wher
     return counts
 
 
+def column_block_histogram(
+    source: Source, column: str, edges: np.ndarray, block: int, blocks: int, where: Where = None
+) -> np.ndarray:
+    """Counts of a column on ``edges`` per block of ``block`` rows: ``blocks x bins``, streamed."""
+    counts = np.zeros((blocks, len(edges) - 1))
+    offset = 0
+    for chunk in iter_column_chunks(source, column, where):
+        add_block_counts(counts, bin_codes(chunk, edges), offset, block)
+        offset += len(chunk)
+    return counts
+
+
 def histogram_quantiles(counts: np.ndarray, edges: np.ndarray, quantiles: Sequence[float]) -> list[float]:
     """Quantiles from a histogram, linear within a bin (error at most one bin width)."""
     total = counts.sum()
@@ -150,36 +203,57 @@ def histogram_quantiles(counts: np.ndarray, edges: np.ndarray, quantiles: Sequen
     return [float(np.interp(q, cdf, edges)) for q in quantiles]
 
 
-def feature_summary(source: Source, where: Where = None) -> pd.DataFrame:
+def feature_summary(source: Source, where: Where = None, resamples: int = 0, seed: int = 0) -> pd.DataFrame:
     """Global importance of every feature in an attributions dataset (see the module docstring).
-    Two streamed passes per column: exact moments and range, then a histogram of
-    ``QUANTILE_BINS`` bins for the quantiles. ``where`` restricts it to one target's rows."""
-    dataset, rows = as_dataset(source), []
+    Two streamed passes per column: exact moments, range and per-block sums, then a histogram of
+    ``QUANTILE_BINS`` bins for the quantiles. ``where`` restricts it to one target's rows;
+    ``resamples`` > 0 adds the bootstrap intervals (seeded by ``seed``)."""
+    dataset, rows, stats = as_dataset(source), [], []
+    block = block_rows(dataset.num_rows) if resamples else 0  # per-block sums only when resampled
     for feature in attribution_features(dataset):
         column = attribution_column(feature)
-        stats = column_stats(dataset, column, where)
-        if stats.count and stats.high > stats.low:
-            edges = np.linspace(stats.low, stats.high, QUANTILE_BINS + 1)
-            counts = column_histogram(dataset, column, edges, where)
-            quantiles = histogram_quantiles(counts, edges, QUANTILES)
-        else:
-            quantiles = [stats.low if stats.count else float("nan")] * len(QUANTILES)
-        rows.append(
-            {
-                "feature": feature,
-                "rows": stats.count,
-                "mean_abs_attribution": stats.abs_total / stats.count if stats.count else 0.0,
-                "mean_attribution": stats.total / stats.count if stats.count else 0.0,
-                "min": stats.low if stats.count else float("nan"),
-                "max": stats.high if stats.count else float("nan"),
-                **{f"q{int(q * 100):02d}": v for q, v in zip(QUANTILES, quantiles, strict=True)},
-            }
-        )
+        stats.append(column_stats(dataset, column, where, block))
+        rows.append({"feature": feature, **_column_row(dataset, column, stats[-1], where)})
     frame = pd.DataFrame(rows)
     total = frame["mean_abs_attribution"].sum()
     frame["share"] = frame["mean_abs_attribution"] / total if total > 0 else 0.0
     frame["rank"] = frame["mean_abs_attribution"].rank(ascending=False, method="first").astype(np.int64)
+    if resamples and len(frame) and stats[0].count:
+        replicates = importance_replicates(
+            stats, poisson_weights(np.random.default_rng(seed), resamples, stats[0].blocks)
+        )
+        for name, values in (
+            ("mean_abs", replicates),
+            ("share", shares(replicates)),
+            ("rank", ranks(replicates)),
+        ):
+            low, high = interval(values)
+            frame[f"{name}_ci_low"], frame[f"{name}_ci_high"] = low, high
     return frame.sort_values("rank").reset_index(drop=True)
+
+
+def _column_row(dataset: InputDataset, column: str, stats: ColumnStats, where: Where) -> dict[str, Any]:
+    if stats.count and stats.high > stats.low:
+        edges = np.linspace(stats.low, stats.high, QUANTILE_BINS + 1)
+        counts = column_histogram(dataset, column, edges, where)
+        quantiles = histogram_quantiles(counts, edges, QUANTILES)
+    else:
+        quantiles = [stats.low if stats.count else float("nan")] * len(QUANTILES)
+    return {
+        "rows": stats.count,
+        "mean_abs_attribution": stats.abs_total / stats.count if stats.count else 0.0,
+        "mean_attribution": stats.total / stats.count if stats.count else 0.0,
+        "min": stats.low if stats.count else float("nan"),
+        "max": stats.high if stats.count else float("nan"),
+        **{f"q{int(q * 100):02d}": v for q, v in zip(QUANTILES, quantiles, strict=True)},
+    }
+
+
+def importance_replicates(stats: Sequence[ColumnStats], weights: np.ndarray) -> np.ndarray:
+    """Mean |attribution| of each feature (columns summarised together, per-block sums kept) in
+    each bootstrap resample: ``resamples x features``."""
+    sums = np.stack([s.block_abs[: s.blocks] for s in stats], axis=1)
+    return resampled_means(weights, sums, stats[0].block_counts())
 
 
 def layer_summary(source: Source) -> pd.DataFrame:
@@ -264,12 +338,12 @@ def category_summary(
     return result.sort_values(order, ascending=[True] * (len(order) - 1) + [False]).reset_index(drop=True)
 
 
-def run_feature_summary(uri: Source, targets: list[str]) -> pd.DataFrame:
+def run_feature_summary(uri: Source, targets: list[str], resamples: int = 0, seed: int = 0) -> pd.DataFrame:
     """:func:`feature_summary`, per target (a ``target`` column first) when the run has
     ``targets`` (:func:`run_targets`)."""
     if not targets:
-        return feature_summary(uri)
-    frames = [feature_summary(uri, (TARGET_COLUMN, t)).assign(target=t) for t in targets]
+        return feature_summary(uri, resamples=resamples, seed=seed)
+    frames = [feature_summary(uri, (TARGET_COLUMN, t), resamples, seed).assign(target=t) for t in targets]
     frame = pd.concat(frames, ignore_index=True)
     return frame[["target", *[c for c in frame.columns if c != "target"]]]
 
@@ -281,13 +355,17 @@ def summarise_run(
     categorical: list[str] | None = None,
     id_columns: list[str] | None = None,
     inputs_partition: dict[str, str] | None = None,
+    resamples: int = 0,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Write ``feature_summary.parquet`` (and ``category_summary.parquet`` when the inputs and
-    categorical features are given) under ``output_uri``; returns their URIs and counts."""
+    """Write ``feature_summary.parquet`` (with ``resamples`` > 0 its bootstrap intervals) and
+    ``category_summary.parquet`` (when the inputs and categorical features are given) under
+    ``output_uri``; returns their URIs and counts (also in ``summary.json``). Cohorts:
+    :func:`ig_airflow.analysis.cohorts.summarise_cohorts`."""
     layout = SummaryLayout(output_uri)
     attributions = open_dataset(attributions_uri)  # listed once, read column by column
     targets = run_targets(attributions)
-    summary = run_feature_summary(attributions, targets)
+    summary = run_feature_summary(attributions, targets, resamples, seed)
     outputs = {"feature_summary": layout.table("feature")}
     write_parquet(outputs["feature_summary"], pa.Table.from_pandas(summary, preserve_index=False))
     features = feature_summary(attributions, primary_rows(attributions)) if targets else summary
@@ -295,6 +373,8 @@ def summarise_run(
         "features": len(features),
         "rows": int(features["rows"].max()) if len(features) else 0,
     }
+    if resamples:
+        result["intervals"] = {"resamples": resamples, "seed": seed, "level": LEVEL}
     if targets:
         result["targets"] = targets
     if inputs_uri and categorical:

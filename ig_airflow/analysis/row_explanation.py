@@ -12,6 +12,7 @@ validation quarantined is reported with its reasons instead::
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ import pyarrow as pa
 from ig_airflow.dataset import open_dataset
 from ig_airflow.exceptions import InputDataError
 from ig_airflow.io import exists, read_json
-from ig_airflow.layout import RunLayout
+from ig_airflow.layout import RunLayout, explained_input
 from ig_airflow.results import (
     RANK_COLUMN,
     RESULT_COLUMNS,
@@ -92,6 +93,24 @@ def _short(value: Any) -> str:
     return text if len(text) <= 16 else text[:15] + "~"
 
 
+def row_key(values: list[str]) -> str | dict[str, str]:
+    """A row's id as typed by a user: one ``VALUE``, or ``COLUMN=VALUE`` for every id column."""
+    if len(values) == 1 and "=" not in values[0]:
+        return values[0]
+    pairs = [v.partition("=") for v in values]
+    if not all(sep and column.strip() for column, sep, _ in pairs):
+        raise InputDataError(f"row id {values}: give one VALUE, or COLUMN=VALUE for every id column")
+    return {column.strip(): value.strip() for column, _, value in pairs}
+
+
+def parse_row_id(text: str) -> str | dict[str, str]:
+    """:func:`row_key` of one line of text: ``VALUE`` or ``COLUMN=VALUE, COLUMN=VALUE`` (split
+    only at a comma followed by a column name and "=", so values may hold commas)."""
+    if not re.match(r"\s*[A-Za-z_][\w.]*\s*=", text):
+        return row_key([text.strip()])
+    return row_key([part for part in re.split(r",\s*(?=[A-Za-z_][\w.]*\s*=)", text) if part.strip()])
+
+
 def explain_prediction(run_uri: str, row: Any, target: str | None = None) -> PredictionExplanation:
     """Look up one row of the run at ``run_uri`` (the directory holding ``manifest.json``).
 
@@ -123,9 +142,7 @@ def explain_prediction(run_uri: str, row: Any, target: str | None = None) -> Pre
         raise InputDataError(f"{attributions_uri}: {found.num_rows} rows match {ids}; the ids are not unique")
     explained = found.to_pylist()[0]
     # the rows as explained: after validation's map_to_default, when the run validated
-    explained_input = (manifest.get("validation") or {}).get("outputs", {}).get("validated")
-    partition = {} if explained_input else (manifest.get("input") or {}).get("partition", {})
-    dataset = open_dataset(explained_input or manifest["input_uri"], partition)
+    dataset = open_dataset(*explained_input(manifest))
     inputs = dataset.find(ids, features).to_pylist()
     values = inputs[0] if inputs else {}
     baseline = manifest.get("baseline") or {}

@@ -46,14 +46,43 @@ class FixedStepResult:
     targets: np.ndarray  # int [B, T] the output column of each target
 
 
+@dataclass
+class PathGradients:
+    """The IG integrand of a block of B rows with T targets each at every row's own path points
+    ``alphas`` (``[B, n]``, ``x' + alpha * (x - x')``); arrays have one entry per (row, target),
+    rows major (B * T), then one per point."""
+
+    attributions: np.ndarray  # [B*T, n, F] gradient x (x - x') per feature in input-spec order
+    gradients: np.ndarray  # [B*T, n, F] the gradient alone (summed over embedding dims)
+    scores: np.ndarray  # [B*T, n] the target's calibrated score at each point
+    prediction: np.ndarray  # [B*T] the target's score at the input
+    baseline_prediction: np.ndarray  # [B*T] the target's score at the baseline
+    targets: np.ndarray  # int [B, T] the output column of each target
+
+
 class Attributor(Protocol):
     """Computes IG for blocks of rows against one baseline (what :mod:`ig_airflow.core.adaptive`
     refines); ``layer(name)`` gives one for the units of a hidden layer (with ``units``).
-    ``targets`` (``[B, T]`` output columns) are resolved from the rows' scores when None."""
+    ``targets`` (``[B, T]`` output columns) are resolved from the rows' scores when None.
+
+    ``attribute`` integrates with the fixed rule ``ig.method`` at ``n_steps`` points;
+    ``path_gradients`` returns the integrand at each row's own points, for rules that place
+    them row by row (``adaptive_trapezoid``). ``output_scale`` is the explained output's scale,
+    the unit of ``ig.atol`` (1 for a probability)."""
+
+    output_scale: float
 
     def attribute(
         self, numeric: np.ndarray, categorical: np.ndarray, n_steps: int, targets: np.ndarray | None = None
     ) -> FixedStepResult: ...
+
+    def path_gradients(
+        self,
+        numeric: np.ndarray,
+        categorical: np.ndarray,
+        alphas: np.ndarray,
+        targets: np.ndarray | None = None,
+    ) -> PathGradients: ...
 
 
 class TensorOps(Protocol):
@@ -145,6 +174,12 @@ class FrameworkBackend(Protocol):
 
     def limit_threads(self, threads: int) -> None:
         """Use at most ``threads`` CPU threads in this process (Ray workers)."""
+        ...
+
+    def randomised(self, model: Any, seed: int) -> AbstractContextManager[None]:
+        """Within the context, every weight tensor of ``model`` redrawn from a normal distribution
+        with its own standard deviation (a model-randomisation sanity check, Adebayo et al. 2018);
+        the trained weights are restored on exit."""
         ...
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ig_airflow.operators.base import IGStageOperator
+from ig_airflow.operators.links import ExplanationPageLink, RowExplanationLink
 
 
 class ComputeAttributionsOperator(IGStageOperator):
@@ -19,6 +20,8 @@ class ComputeAttributionsOperator(IGStageOperator):
             outlets=[Asset("ig_airflow.adult.attributions", uri="file:///data/ig/runs")],
         )
     """
+
+    operator_extra_links = (ExplanationPageLink(), RowExplanationLink())
 
     def run_stage(self, context: Any) -> dict[str, Any]:
         from ig_airflow.pipeline import run_ig, validated_config

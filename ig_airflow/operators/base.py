@@ -11,7 +11,10 @@ from airflow.sdk import BaseOperator
 
 from ig_airflow.config import RunConfig, parse_run_config, read_config_mapping
 from ig_airflow.exceptions import DETERMINISTIC_ERRORS
+from ig_airflow.operators.links import ExplanationPageLink
 from ig_airflow.trust import AIRFLOW_TRUSTED_MODULES_ENV
+
+RUN_FOLDER_XCOM_KEY = "ig_airflow_run"
 
 
 def deep_merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
@@ -70,6 +73,7 @@ class IGStageOperator(BaseOperator):
 
     template_fields: Sequence[str] = ("config_path", "template_vars", "overrides")
     ui_color = "#e8f4ea"
+    operator_extra_links = (ExplanationPageLink(),)
 
     def __init__(
         self,
@@ -101,6 +105,7 @@ class IGStageOperator(BaseOperator):
     def annotate_outlets(self, context: Any, extra: dict[str, Any]) -> None:
         """Attach ``extra`` to the events of this task's Asset outlets: shown with the event in
         the Airflow UI, and read by downstream DAGs through ``triggering_asset_events``."""
+        self.outlet_extra = extra  # also in the task's OpenLineage run facet
         events = context.get("outlet_events")
         for outlet in self.outlets or [] if events is not None else []:
             if hasattr(outlet, "uri"):
@@ -116,4 +121,24 @@ class IGStageOperator(BaseOperator):
         values = {**context_vars(context), **self.template_vars}
         if "run_id" in values and "run_id" not in (raw.get("output") or {}):
             raw = deep_merge(raw, {"output": {"run_id": str(values["run_id"])}})
-        return resolve_run(parse_run_config(deep_merge(raw, self.overrides), self.config_path, values))
+        config = resolve_run(parse_run_config(deep_merge(raw, self.overrides), self.config_path, values))
+        self.record_run_folder(context, config)
+        self.resolved_config = config  # what the task's OpenLineage events report
+        return config
+
+    def record_run_folder(self, context: Any, config: RunConfig) -> None:
+        """Push the run folder as the XCom :data:`RUN_FOLDER_XCOM_KEY`: how the ig_airflow views
+        (``ig_airflow.ui``) find a DAG run's explanations, from Airflow's own records."""
+        ti = context.get("ti")
+        if ti is not None:
+            ti.xcom_push(
+                key=RUN_FOLDER_XCOM_KEY, value={"run_uri": config.output.uri, "task_id": self.task_id}
+            )
+
+    def get_openlineage_facets_on_complete(self, task_instance: Any) -> Any:
+        """The stage's OpenLineage lineage, asked by Airflow's OpenLineage provider when installed
+        (also for a failed task): its input and output datasets and the ``ig_airflow_model`` run
+        facet (:mod:`ig_airflow.operators.lineage`)."""
+        from ig_airflow.operators.lineage import operator_lineage
+
+        return operator_lineage(self, task_instance)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ig_airflow.operators.base import IGStageOperator, context_vars
+from ig_airflow.operators.links import DriftHistoryLink, ExplanationPageLink, ReportLink
 
 
 class SummariseDriftOperator(IGStageOperator):
@@ -20,6 +21,8 @@ class SummariseDriftOperator(IGStageOperator):
         drift = SummariseDriftOperator(task_id="drift", config_path="configs/run.yaml",
                                        overrides={"drift": {"on_alert": "fail"}})
     """
+
+    operator_extra_links = (ExplanationPageLink(), ReportLink(), DriftHistoryLink())
 
     def run_stage(self, context: Any) -> dict[str, Any]:
         from ig_airflow.io import exists, read_json

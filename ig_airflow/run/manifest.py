@@ -23,16 +23,22 @@ log = logging.getLogger(__name__)
 
 
 class CompletenessStats:
-    """Running summary of completeness over batches (mean, max, unconverged count)."""
+    """Running summary of completeness over batches (mean, max, counts). ``unconverged_rows``
+    missed ``atol + tolerance * |change|`` (did not converge); ``barely_moved_rows`` met it only
+    through ``atol``: their prediction barely moved from the baseline, so their relative error
+    (``completeness_error``) means nothing."""
 
     def __init__(self) -> None:
         self.errors: list[np.ndarray] = []
         self.unconverged = 0
+        self.barely_moved = 0
         self.gradient_evaluations = 0
 
     def add(self, result: RowAttributions) -> None:
         self.errors.append(result.completeness_error)
         self.unconverged += int((~result.converged).sum())
+        if result.barely_moved is not None:
+            self.barely_moved += int(result.barely_moved.sum())
         self.gradient_evaluations += result.gradient_evaluations
 
     def _errors(self) -> np.ndarray:
@@ -42,13 +48,14 @@ class CompletenessStats:
         """Exact summary of every row seen."""
         errors = self._errors()
         if not len(errors):
-            return {"rows": 0, "unconverged_rows": 0, "gradient_evaluations": 0}
+            return {"rows": 0, "unconverged_rows": 0, "barely_moved_rows": 0, "gradient_evaluations": 0}
         return {
             "rows": int(len(errors)),
             "mean_error": float(errors.mean()),
             "p95_error": float(np.quantile(errors, 0.95)),
             "max_error": float(errors.max()),
             "unconverged_rows": self.unconverged,
+            "barely_moved_rows": self.barely_moved,
             "gradient_evaluations": self.gradient_evaluations,
         }
 
@@ -61,6 +68,7 @@ class CompletenessStats:
             "max_error": float(errors.max()) if len(errors) else 0.0,
             "p95_error": float(np.quantile(errors, 0.95)) if len(errors) else 0.0,
             "unconverged_rows": self.unconverged,
+            "barely_moved_rows": self.barely_moved,
             "gradient_evaluations": self.gradient_evaluations,
         }
 
@@ -74,6 +82,7 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "max_error": max((p["max_error"] for p in parts), default=0.0),
         "p95_error_max_over_shards": max((p["p95_error"] for p in parts), default=0.0),
         "unconverged_rows": sum(p["unconverged_rows"] for p in parts),
+        "barely_moved_rows": sum(p.get("barely_moved_rows", 0) for p in parts),  # absent in older shards
         "gradient_evaluations": sum(p["gradient_evaluations"] for p in parts),
     }
 

@@ -65,10 +65,22 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def service_env(env: dict[str, str], port: int, parallelism: int = 8) -> dict[str, str]:
+def service_env(
+    env: dict[str, str], port: int, parallelism: int = 8, users: dict[str, str] | None = None
+) -> dict[str, str]:
     """``env`` for a running Airflow: the LocalExecutor, whose task processes reach the Execution
-    API of the api-server on ``port`` (a JWT secret shared by all processes);
-    every API user an admin (a local, loopback-only server)."""
+    API of the api-server on ``port`` (a JWT secret shared by all processes); with no ``users``
+    every API caller an admin (a local, loopback-only server), else a login for each of ``users``
+    (name: password, admins of the simple auth manager) and none for anyone else."""
+    logins = {}
+    if users:
+        passwords = Path(env["AIRFLOW_HOME"]) / "simple_auth_manager_passwords.json"
+        passwords.parent.mkdir(parents=True, exist_ok=True)
+        passwords.write_text(json.dumps(users))
+        logins = {
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": ",".join(f"{name}:admin" for name in users),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        }
     return {
         **env,
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
@@ -77,8 +89,9 @@ def service_env(env: dict[str, str], port: int, parallelism: int = 8) -> dict[st
         "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
         "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
         "AIRFLOW__API__SECRET_KEY": secrets.token_hex(16),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": str(not users),
         "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
+        **logins,
     }
 
 
@@ -108,13 +121,16 @@ def stop(processes: list[subprocess.Popen], grace_s: float = 20.0) -> None:
 
 
 @contextlib.contextmanager
-def airflow_services(env: dict[str, str], start_timeout_s: float = 180.0) -> Iterator[dict[str, str]]:
+def airflow_services(
+    env: dict[str, str], start_timeout_s: float = 180.0, users: dict[str, str] | None = None
+) -> Iterator[dict[str, str]]:
     """Run an Airflow for real: ``api-server`` (REST and Execution API, on a free port),
     ``scheduler`` (LocalExecutor) and ``dag-processor``, each in its own process group with its
     log under ``$AIRFLOW_HOME/services/``. Yields the environment to talk to it (the CLI, or the
-    REST API at ``AIRFLOW__API__BASE_URL``); stops all three and their children on exit."""
+    REST API at ``AIRFLOW__API__BASE_URL``); stops all three and their children on exit.
+    ``users`` (name: password) turns the login on (:func:`service_env`)."""
     port = free_port()
-    env = service_env(env, port)
+    env = service_env(env, port, users=users)
     logs = Path(env["AIRFLOW_HOME"]) / "services"
     logs.mkdir(parents=True, exist_ok=True)
     commands = {

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from ig_airflow.identity import find_runs
+from ig_airflow.promotion import current_model, decisions
 from ig_airflow.testing.airflow_local import airflow_env, dag_test, run_airflow
 from ig_airflow.testing.faults import fault_env
 from ig_airflow.testing.outputs import dataset_bytes
@@ -76,8 +77,12 @@ def test_explain_pipeline_runs_every_stage(env) -> None:
         "summary/category_summary.parquet",
         "summary/layer_summary.parquet",  # the config asks for layer attributions at mlp.1
         "drift/drift.json",
+        "quality/quality.json",
     ):
         assert (run / name).exists(), name
+    quality = json.loads((run / "quality" / "quality.json").read_text())
+    assert quality["passed"] and quality["deletion"]["auc"]["ig"] < quality["deletion"]["auc"]["random"]
+    assert "Quality of the explanations" in (run / "report" / "report.html").read_text()
     assert not (run / "validation" / "data_docs").exists()  # GX Data Docs are opt-in (SECURITY.md)
     assert json.loads((run / "summary" / "summary.json").read_text())["layers"] == {"mlp.1": 64}
     manifest = json.loads((run / "manifest.json").read_text())
@@ -137,15 +142,28 @@ def test_backfill_three_dates_is_idempotent(env) -> None:
     assert len(history.drop_duplicates(["run_key", "model_version", "run_id"])) == 4  # one record per run
 
 
-def test_model_comparison_dag_summarises_drift_between_versions(env) -> None:
-    ok, log = dag_test("ig_adult_compare_models", "2024-01-08", env)
-    assert ok, log[-4000:]
+def test_compare_models_dag_summarises_drift_and_promotes_a_candidate_without_alert(env) -> None:
+    """``airflow dags test`` cannot answer the approval prompt, so the candidate is the production
+    model's own seed: the same model, no drift alert, promoted without asking anyone (the prompt
+    itself: tests/system/test_model_approval.py)."""
+    conf = json.dumps({"seed": 0})
+    result = run_airflow(["dags", "test", "ig_adult_compare_models", "2024-01-08", "--conf", conf], env)
+    log = result.stdout + result.stderr
+    finished = [line for line in log.splitlines() if "DagRun Finished" in line]
+    assert result.returncode == 0 and finished and "state=success" in finished[-1], log[-4000:]
     root = demo_dir(env) / "runs" / "compare" / "ds=2024-01-08"
     for version in ("production", "candidate"):
         assert (root / version / "summary" / "feature_summary.parquet").exists()
     drift = json.loads((root / "candidate" / "drift" / "drift.json").read_text())
     assert drift["reference"].endswith("production")
-    assert 0 <= drift["ndcg_at_k"] <= 1 and len(drift["features"]) == 14
+    assert drift["ndcg_at_k"] == 1 and drift["alerts"] == [] and len(drift["features"]) == 14
+    registry = str(demo_dir(env) / "registry" / "adult_torch")
+    pointer = current_model(registry, verify=True)
+    assert pointer["uri"].endswith("seed=0") and pointer["approval"] == "automatic"
+    assert [(d["decision"], d["approval"]) for d in decisions(registry)] == [
+        ("initialised", "initial"),
+        ("promoted", "automatic"),
+    ]
 
 
 def test_a_retrain_on_the_same_day_adds_a_run_and_drift_between_model_versions(env) -> None:

@@ -243,3 +243,9 @@ def test_a_retrain_triggers_an_explanation_of_the_same_partition_by_its_asset(ai
     assert 0.9 <= explained["converged_share"] <= 1 and explained["attributions"] == layout.attributions
     assert drifted["model_version"] == latest["model_version"] and drifted["reference"] == drift["reference"]
     assert drifted["alert"] == bool(drift["alerts"]) and len(drifted["top_features"]) == 5
+    quality, measured = mine["quality"], read_json(layout.quality.json)
+    assert quality["passed"] is measured["passed"] is True and quality["failed_checks"] == []
+    assert (
+        quality["deletion_auc"]["ig"] == measured["deletion"]["auc"]["ig"] < quality["deletion_auc"]["random"]
+    )
+    assert quality["model_version"] == latest["model_version"]

@@ -198,6 +198,10 @@ def test_airflow_chart_overlay_points_at_this_release() -> None:
         == yaml.safe_load((CHART / "values.yaml").read_text())["pipelines"]["mountPath"]
     )
     assert overlay["dags"]["gitSync"]["subPath"] == "dags"
+    # the explanation views: absolute extra links, run folders read only under the demo dir
+    demo_dir = next(e["value"] for e in overlay["env"] if e["name"] == "IG_AIRFLOW_DEMO_DIR")
+    assert overlay["config"]["ig_airflow"]["ui_roots"].startswith(demo_dir)
+    assert overlay["config"]["api"]["base_url"].startswith("https://")
 
 
 def test_every_value_is_commented() -> None:

@@ -10,10 +10,25 @@ MINIMAL = {"model": {"uri": "m"}, "data": {"input_uri": "in.parquet"}, "output":
 
 def test_minimal_config_gets_documented_defaults() -> None:
     config = parse_run_config(MINIMAL)
-    assert config.ig.method == "gausslegendre"
-    assert config.ig.n_steps == 32 and config.ig.tolerance == 0.01
+    assert config.ig.method == "adaptive_trapezoid"  # issue 18: nested per-row refinement
+    assert config.ig.n_steps == 9 and config.ig.tolerance == 0.01 and config.ig.atol == 1e-4
     assert config.model.allow_pickle is False
     assert config.unresolved_placeholders() == ["output.uri='out/{{ ds }}'"]
+
+
+def test_first_pass_default_follows_the_method() -> None:
+    """adaptive_trapezoid starts from 9 points; the fixed rules (and Captum's) from 32."""
+    ig = {
+        k: parse_run_config({**MINIMAL, "ig": v}).ig
+        for k, v in {
+            "fixed": {"method": "gausslegendre"},
+            "captum": {"engine": "captum"},
+            "explicit": {"n_steps": 17},
+        }.items()
+    }
+    assert (ig["fixed"].method, ig["fixed"].n_steps) == ("gausslegendre", 32)
+    assert (ig["captum"].method, ig["captum"].n_steps) == ("gausslegendre", 32)
+    assert (ig["explicit"].method, ig["explicit"].n_steps) == ("adaptive_trapezoid", 17)
 
 
 def test_placeholders_are_filled_from_template_vars() -> None:
@@ -29,6 +44,11 @@ def test_placeholders_are_filled_from_template_vars() -> None:
         ({"ig": {"n_steps": "many"}}, "ig.n_steps: Input should be a valid integer"),
         ({"ig": {"method": "simpson"}}, "ig.method: Input should be"),
         ({"ig": {"n_steps": 64, "max_steps": 32}}, "max_steps (32) must be >= n_steps (64)"),
+        ({"ig": {"n_steps": 1}}, "adaptive_trapezoid needs n_steps >= 2"),
+        (
+            {"ig": {"engine": "captum", "method": "adaptive_trapezoid"}},
+            "engine captum has no adaptive_trapezoid",
+        ),
         ({"baseline": {"numeric": "mode"}}, "baseline.numeric: Input should be"),
         ({"colour": "blue"}, "colour: unknown key"),
     ],

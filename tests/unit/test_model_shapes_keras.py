@@ -109,7 +109,8 @@ def test_one_input_per_column_with_string_lookup_equals_gradient_tape(tmp_path, 
     assert color.vocabulary == COLORS and color.oov_index == 0 and color.input_encoding == "string"
     assert color.embedding_layer == tutorial.attributed_at.name  # found downstream of the Input
 
-    explained = explain_dataframe(frame, str(tmp_path / "keras"), n_steps=STEPS, tolerance=None)
+    fixed = {"method": "gausslegendre", "n_steps": STEPS, "tolerance": None}  # the reference's rule
+    explained = explain_dataframe(frame, str(tmp_path / "keras"), **fixed)
     np.testing.assert_allclose(explained["prediction"], tutorial.serve(frame), atol=1e-6)
     ours = explained[["attr__age", "attr__hours", "attr__color"]].to_numpy()
     change = explained["prediction"] - explained["baseline_prediction"]
@@ -126,7 +127,7 @@ def test_one_input_per_column_with_string_lookup_equals_gradient_tape(tmp_path, 
     np.testing.assert_allclose(ours, reference, atol=1e-5)
 
     # ig.dtype float64 clones the model (Normalization's adapted state and the lookup carried over)
-    exact = explain_dataframe(frame, str(tmp_path / "keras"), dtype="float64", n_steps=STEPS, tolerance=None)
+    exact = explain_dataframe(frame, str(tmp_path / "keras"), dtype="float64", **fixed)
     np.testing.assert_allclose(exact["prediction"], tutorial.serve(frame), atol=1e-6)
     np.testing.assert_allclose(exact["delta"], 0.0, atol=1e-9)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,3 +82,20 @@ class KerasBackend:
         tf = require_framework("tensorflow", "tensorflow")
         with contextlib.suppress(RuntimeError):  # only before TF's runtime starts
             tf.config.threading.set_intra_op_parallelism_threads(max(1, threads))
+
+    @contextlib.contextmanager
+    def randomised(self, model: Any, seed: int) -> Iterator[None]:
+        trained = model.get_weights()
+        rng = np.random.default_rng(seed)
+        try:
+            model.set_weights(
+                [
+                    (rng.standard_normal(w.shape) * (w.std() if w.size > 1 else abs(w))).astype(w.dtype)
+                    if np.issubdtype(w.dtype, np.floating)
+                    else w
+                    for w in trained
+                ]
+            )
+            yield
+        finally:
+            model.set_weights(trained)

@@ -13,6 +13,7 @@ import torch
 
 from ig_airflow.config import IGSection
 from ig_airflow.core.attribution import InputAttributor, LayerAttributor
+from ig_airflow.core.backend import PathGradients
 from ig_airflow.exceptions import ConfigError
 
 
@@ -25,13 +26,27 @@ def resolve_device(setting: str) -> torch.device:
 
 
 def require_captum_method(settings: IGSection) -> None:
-    if settings.method == "trapezoid":
-        raise ConfigError("ig.method: the captum engine has no correct trapezoid rule; use gausslegendre")
+    """Captum has no textbook trapezoid rule, and places no points row by row."""
+    if settings.method in ("trapezoid", "adaptive_trapezoid"):
+        raise ConfigError(f"ig.method: the captum engine has no {settings.method} rule; use gausslegendre")
 
 
 class CaptumAttributor(InputAttributor):
     """The same attributions computed by plain Captum ``IntegratedGradients`` (inputs and
-    embedding outputs) and ``LayerIntegratedGradients`` (hidden layers)."""
+    embedding outputs) and ``LayerIntegratedGradients`` (hidden layers), with a fixed rule
+    (``ig.engine: captum`` defaults to ``gausslegendre``)."""
+
+    def path_gradients(
+        self,
+        numeric: np.ndarray,
+        categorical: np.ndarray,
+        alphas: np.ndarray,
+        targets: np.ndarray | None = None,
+    ) -> PathGradients:
+        """Captum integrates with its own fixed rules only."""
+        raise ConfigError(
+            "ig.engine captum explains with fixed rules only (ig.method: gausslegendre, riemann_*)"
+        )
 
     def _captum_batch(self, n_rows: int) -> int:
         return max(n_rows, (self.internal_batch_size // n_rows) * n_rows)

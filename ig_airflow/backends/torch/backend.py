@@ -6,7 +6,9 @@ the backend's modules, which need torch (``pip install 'ig-airflow[torch]'``).
 
 from __future__ import annotations
 
+import contextlib
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -78,3 +80,25 @@ class TorchBackend:
 
     def limit_threads(self, threads: int) -> None:
         require_framework("torch", "torch").set_num_threads(max(1, threads))
+
+    @contextlib.contextmanager
+    def randomised(self, model: Any, seed: int) -> Iterator[None]:
+        import torch
+
+        module = model.module() if isinstance(model, torch.export.ExportedProgram) else model
+        tensors = [t for t in module.state_dict(keep_vars=True).values() if t.is_floating_point()]
+        saved = [t.detach().clone() for t in tensors]
+        generator = torch.Generator().manual_seed(seed)
+        try:
+            with torch.no_grad():
+                for tensor in tensors:
+                    scale = (
+                        tensor.detach().float().std() if tensor.numel() > 1 else tensor.detach().abs().float()
+                    )
+                    noise = torch.randn(tensor.shape, generator=generator) * scale
+                    tensor.copy_(noise.to(tensor.dtype))
+            yield
+        finally:
+            with torch.no_grad():
+                for tensor, original in zip(tensors, saved, strict=True):
+                    tensor.copy_(original)

@@ -90,3 +90,30 @@ def test_history_table_is_appended_idempotently(tmp_path: Path) -> None:
     before = Path(uri).read_bytes()
     assert append_history(uri, "2024-01-01", summary, {}) == 4
     assert Path(uri).read_bytes() == before
+
+
+def test_feature_summary_intervals_cover_the_mean_at_the_standard_error(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    rows = 200_000
+    table = pa.table(
+        {
+            "attr__big": rng.normal(scale=1.0, size=rows),
+            "attr__mid": rng.normal(scale=0.5, size=rows),
+            "attr__small": rng.standard_t(3, size=rows) * 0.1,
+            "prediction": rng.random(rows),
+        }
+    )
+    write_parquet(str(tmp_path / "a.parquet"), table)  # 4 column chunks, 2,041 blocks of 98 rows
+    summary = feature_summary(str(tmp_path / "a.parquet"), resamples=400, seed=3).set_index("feature")
+    assert summary.equals(
+        feature_summary(str(tmp_path / "a.parquet"), resamples=400, seed=3).set_index("feature")
+    )
+    for feature in ("big", "mid", "small"):
+        values = np.abs(table.column(f"attr__{feature}").to_numpy())
+        row = summary.loc[feature]
+        assert row["mean_abs_ci_low"] < values.mean() < row["mean_abs_ci_high"]
+        width = 2 * 1.96 * values.std() / np.sqrt(rows)
+        assert row["mean_abs_ci_high"] - row["mean_abs_ci_low"] == pytest.approx(width, rel=0.15)
+        assert row["share_ci_low"] < row["share"] < row["share_ci_high"]
+        assert row["rank_ci_low"] == row["rank_ci_high"] == row["rank"]  # far apart: never swap
+    assert "mean_abs_ci_low" not in feature_summary(str(tmp_path / "a.parquet")).columns  # opt-in

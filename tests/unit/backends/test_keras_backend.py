@@ -7,13 +7,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import keras_twin
 
 keras = pytest.importorskip("keras")  # the [tensorflow] extra; installed by scripts/setup.sh
 
 from ig_airflow.artifacts import load_artifact, save_artifact  # noqa: E402
 from ig_airflow.config import IGSection  # noqa: E402
 from ig_airflow.core.baselines import resolve_baseline  # noqa: E402
-from ig_airflow.demo.keras_model import build_tabular_keras, keras_from_torch, keras_input_spec  # noqa: E402
+from ig_airflow.demo.keras_model import build_tabular_keras  # noqa: E402
 from ig_airflow.exceptions import ArtifactError  # noqa: E402
 from ig_airflow.run.explainer import BatchExplainer as Explainer  # noqa: E402
 
@@ -26,18 +27,7 @@ def torch_artifact(demo):
 @pytest.fixture(scope="module")
 def twin(torch_artifact, tmp_path_factory):
     """A Keras model with the PyTorch demo model's weights, saved and reloaded as an artifact."""
-    meta = torch_artifact.metadata
-    path = tmp_path_factory.mktemp("tf") / "twin"
-    save_artifact(
-        keras_from_torch(torch_artifact.model),
-        str(path),
-        inputs=keras_input_spec(meta.inputs),
-        output=meta.output,
-        calibration=meta.calibration,
-        baseline=meta.baseline,
-        custom_objects_module="ig_airflow.demo.keras_model",
-    )
-    return load_artifact(str(path))
+    return keras_twin(torch_artifact, tmp_path_factory.mktemp("tf") / "twin")
 
 
 @pytest.fixture(scope="module")

@@ -90,7 +90,9 @@ def test_equals_plain_captum_layer_integrated_gradients(demo_parts, method: str)
 def test_vectorized_engine_equals_captum_backend(demo_parts) -> None:
     artifact, baseline, test = demo_parts
     numeric, categorical = encode_rows(test.head(64), artifact.metadata.inputs)
-    ours = _backend(artifact, baseline, internal_batch_size=500)[0].attribute(numeric, categorical, 16)
+    ours = _backend(artifact, baseline, method="gausslegendre", internal_batch_size=500)[0].attribute(
+        numeric, categorical, 16
+    )
     ref = _backend(artifact, baseline, engine="captum", internal_batch_size=500)[0].attribute(
         numeric, categorical, 16
     )
@@ -119,8 +121,8 @@ def test_default_settings_meet_one_percent_mean_completeness_with_every_row_repo
     np.testing.assert_allclose(attr - (out.prediction - out.baseline_prediction), out.delta, atol=1e-9)
     converged = out[out.converged]
     assert len(converged) >= 0.98 * len(out)
-    rel = (
-        np.abs(converged.delta) <= 0.01 * np.abs(converged.prediction - converged.baseline_prediction) + 1e-6
+    rel = (  # ig.atol: 1e-4 of a probability by default
+        np.abs(converged.delta) <= 0.01 * np.abs(converged.prediction - converged.baseline_prediction) + 1e-4
     )
     assert rel.all()
 
@@ -129,9 +131,13 @@ def test_adaptive_steps_refine_only_rows_above_tolerance(demo_parts) -> None:
     artifact, baseline, test = demo_parts
     numeric, categorical = encode_rows(test.head(300), artifact.metadata.inputs)
     backend, _ = _backend(artifact, baseline)
-    fixed = explain_rows(backend, numeric, categorical, IGSection(n_steps=8, tolerance=None))
+    doubling = {
+        "method": "gausslegendre",
+        "n_steps": 8,
+    }  # adaptive_trapezoid: tests/unit/core/test_adaptive.py
+    fixed = explain_rows(backend, numeric, categorical, IGSection(**doubling, tolerance=None))
     adaptive = explain_rows(
-        backend, numeric, categorical, IGSection(n_steps=8, tolerance=0.01, max_steps=256)
+        backend, numeric, categorical, IGSection(**doubling, tolerance=0.01, max_steps=256)
     )
     assert (fixed.n_steps == 8).all() and fixed.converged.all()
     refined = adaptive.n_steps > 8
@@ -188,7 +194,7 @@ def test_multiclass_temperature_softmax_output(tmp_path) -> None:
         p = torch.softmax(wrapper.model(*wrapper.tensors(numeric, categorical)) / 0.7, -1)[:, 2].numpy()
     np.testing.assert_allclose(result.prediction, p, atol=1e-12)
     assert (
-        np.mean(np.abs(result.delta) <= 0.01 * np.abs(result.prediction - result.baseline_prediction) + 1e-6)
+        np.mean(np.abs(result.delta) <= 0.01 * np.abs(result.prediction - result.baseline_prediction) + 1e-4)
         > 0.95
     )
 
@@ -241,7 +247,7 @@ def test_explain_reads_and_writes_fsspec_uris(demo, demo_frames) -> None:
 def test_layer_attributions_equal_plain_captum_layer_ig(demo_parts, layer: str) -> None:
     artifact, baseline, test = demo_parts
     rows = test.head(60)
-    backend, wrapper = _backend(artifact, baseline, internal_batch_size=700)
+    backend, wrapper = _backend(artifact, baseline, method="gausslegendre", internal_batch_size=700)
     at_layer = backend.layer(layer)
     numeric, categorical = encode_rows(rows, artifact.metadata.inputs)
     ours = at_layer.attribute(numeric, categorical, 24)
@@ -272,8 +278,8 @@ def test_layer_attributions_in_the_output_are_complete_at_a_cut_layer(demo_parts
     # every path to the output runs through mlp.1, so its units' attributions add up to the change
     # (float32: a refined row's prediction may differ in the last bits between the two passes)
     np.testing.assert_allclose(out[units].sum(axis=1) - change, out["layer_delta__mlp.1"], atol=1e-6)
-    assert (out["layer_delta__mlp.1"].abs() <= 0.01 * change.abs() + 1e-6).mean() >= 0.99
-    assert out["layer_n_steps__mlp.1"].min() >= 32
+    assert (out["layer_delta__mlp.1"].abs() <= 0.01 * change.abs() + 1e-4).mean() >= 0.99
+    assert out["layer_n_steps__mlp.1"].min() >= 9  # adaptive_trapezoid's first pass
     # the input-level columns are unchanged by asking for a layer
     plain = explain_dataframe(rows, artifact.uri, id_columns=["row_id"], reference=train)
     pd.testing.assert_frame_equal(out[plain.columns], plain)

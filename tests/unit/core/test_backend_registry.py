@@ -164,6 +164,15 @@ class NumpyLinearBackend:
     def limit_threads(self, threads: int) -> None:
         pass
 
+    @contextlib.contextmanager
+    def randomised(self, model: LinearScorer, seed: int) -> Iterator[None]:
+        rng, saved = np.random.default_rng(seed), (model.weights, model.table, model.readout)
+        model.weights, model.table, model.readout = (rng.standard_normal(a.shape) for a in saved)
+        try:
+            yield
+        finally:
+            model.weights, model.table, model.readout = saved
+
 
 @pytest.fixture
 def numpy_backend() -> Iterator[None]:
