@@ -25,7 +25,7 @@ MEDIA_TYPES = {"png": "image/png", "svg": "image/svg+xml", "html": "text/html; c
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; form-action 'self'"
 )
-DEFAULT_FOLDER = {"report/": "has_report", "history": "history_uri", "why": "finished"}
+DEFAULT_PAGES = ("report/", "history", "why")
 
 
 def can_read_dag_runs() -> Any:
@@ -51,8 +51,7 @@ def _default_index(dag_id: str, run_id: str, page: str) -> int:
     """The run folder a plain link to ``page`` means: the last one that has it."""
     folders = folders_of_dag_run(dag_id, run_id)
     for index in reversed(range(len(folders))):
-        facts = pages.run_facts(folders[index].run_uri)
-        if facts[DEFAULT_FOLDER[page]] or (page == "history" and folders[index].history_uri):
+        if folders[index].has_page(page):
             return index
     raise HTTPException(404, f"DAG run {run_id!r} of {dag_id!r} has no {page.rstrip('/')} page")
 
@@ -77,7 +76,7 @@ def dag_run(dag_id: str, run_id: str) -> HTMLResponse:
 def default_page(dag_id: str, run_id: str, request: Request, page: str = "report/") -> RedirectResponse:
     """``report/``, ``why`` or ``history`` of the DAG run's run folder that has one (extra links)."""
     page = "report/" if page == "report" else page
-    if page not in DEFAULT_FOLDER:
+    if page not in DEFAULT_PAGES:
         raise HTTPException(404, f"no page {page!r}")
     path = request.url.path
     run_path = path[: path.rindex("/runs/")] + f"/runs/{quote(run_id, safe='')}/"

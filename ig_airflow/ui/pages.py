@@ -22,8 +22,9 @@ def _json_or_empty(uri: str) -> dict[str, Any]:
     return read_json(uri) if exists(uri) else {}
 
 
-def run_facts(run_uri: str) -> dict[str, Any]:
-    """What one run folder says about itself: identity, rows, completeness, top features, drift."""
+def run_facts(run_uri: str, importance: bool = True) -> dict[str, Any]:
+    """What one run folder says about itself: identity, rows, completeness, drift, quality and
+    (unless ``importance`` is False: a listing that shows none) its top features."""
     layout = RunLayout(run_uri)
     manifest = _json_or_empty(layout.manifest)
     validation = _json_or_empty(layout.validation.report).get("rows") or {}
@@ -40,7 +41,7 @@ def run_facts(run_uri: str) -> dict[str, Any]:
         "rows_quarantined": validation.get("quarantined"),
         "converged_share": 1 - unconverged / explained if explained and unconverged is not None else None,
         "mean_completeness_error": completeness.get("mean_error"),
-        "importance": _importance(layout),
+        "importance": _importance(layout) if importance else [],
         "drift": drift or None,
         "quality": _json_or_empty(layout.quality.json) or None,
         "has_report": exists(layout.report.html),
@@ -73,7 +74,7 @@ def _importance(layout: RunLayout) -> list[dict[str, Any]]:
 def dag_page(dag_id: str, dag_runs: list[Any]) -> str:
     """Every DAG run of ``dag_id`` with run folders, newest first, one line per run folder."""
     lines = [
-        {"dag_run_id": group.dag_run_id, "index": index, "facts": run_facts(folder.run_uri)}
+        {"dag_run_id": group.dag_run_id, "index": index, "facts": run_facts(folder.run_uri, importance=False)}
         for group in dag_runs
         for index, folder in enumerate(group.folders)
     ]

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from ig_airflow.io import exists
+from ig_airflow.io import exists, read_json
 from ig_airflow.layout import RunLayout
 from ig_airflow.operators.base import RUN_FOLDER_XCOM_KEY
 
@@ -25,12 +25,17 @@ class RunFolder:
     run_uri: str
     stages: list[str] = field(default_factory=list)
     history_uri: str | None = None
-    recorded_at: datetime | None = None
 
-    @property
-    def finished(self) -> bool:
-        """Whether the IG stage committed the run (its manifest exists)."""
-        return exists(RunLayout(self.run_uri).manifest)
+    def has_page(self, page: str) -> bool:
+        """Whether the folder has the view ``page``: ``report/`` (its report is written),
+        ``history`` (a history table is named) or ``why`` (the IG stage committed the run)."""
+        layout = RunLayout(self.run_uri)
+        if page == "report/":
+            return exists(layout.report.html)
+        if page == "history":
+            drift = layout.drift.json
+            return bool(self.history_uri or (exists(drift) and read_json(drift).get("history")))
+        return exists(layout.manifest)
 
 
 @dataclass
@@ -82,11 +87,11 @@ def _records(dag_id: str, dag_run_id: str | None) -> list[tuple[str, str, dateti
 
 def _group(records: list[tuple[str, str, datetime, Any]], roots: list[str]) -> list[DagRunFolders]:
     by_run: dict[str, dict[str, RunFolder]] = {}
-    for dag_run_id, task_id, when, value in reversed(records):  # oldest first
+    for dag_run_id, task_id, _, value in reversed(records):  # oldest first
         uri = value.get("run_uri") if isinstance(value, dict) else None
         if not isinstance(uri, str) or not under_roots(uri, roots):
             continue
-        folder = by_run.setdefault(dag_run_id, {}).setdefault(uri, RunFolder(uri, recorded_at=when))
+        folder = by_run.setdefault(dag_run_id, {}).setdefault(uri, RunFolder(uri))
         folder.stages.append(task_id)
         history = value.get("history_uri")
         folder.history_uri = history if isinstance(history, str) else folder.history_uri
