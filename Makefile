@@ -18,7 +18,7 @@ lint: setup
 	$(VENV)/lint-imports
 
 test: lint
-	$(VENV)/python -m pytest -q -ra
+	$(VENV)/python -m pytest -q -ra --durations=25
 
 test-unit: setup
 	$(VENV)/python -m pytest -q -ra tests/unit

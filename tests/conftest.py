@@ -40,6 +40,17 @@ def demo_frames(demo: dict[str, str]):
     return pd.read_parquet(demo["train"]), pd.read_parquet(demo["test"])
 
 
+@pytest.fixture(scope="session")
+def airflow_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A metadata DB that ``airflow db migrate`` made once: each test module's Airflow starts
+    from a copy of it (``migrate(env, airflow_db)``) instead of migrating its own."""
+    from ig_airflow.testing.airflow_local import airflow_env, migrate
+
+    env = airflow_env(tmp_path_factory.mktemp("airflow_db"), Path(__file__).parents[1] / "dags")
+    migrate(env)
+    return Path(env["AIRFLOW_HOME"]) / "airflow.db"
+
+
 def write_config(path: Path, config: dict) -> Path:
     import yaml
 

@@ -141,7 +141,7 @@ def prepare_demo(
             "id_columns": [ID],
             "reference_uri": str(paths["train"]),
         },
-        "ig": {"n_steps": 32, "tolerance": 0.01, "max_steps": 512},
+        "ig": {"tolerance": 0.01, "max_steps": 512},
         "output": {"uri": str(out / "runs" / "{{ ds }}")},
     }
     paths["config"].write_text(yaml.safe_dump(config, sort_keys=False))

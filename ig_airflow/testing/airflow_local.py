@@ -50,6 +50,20 @@ def run_airflow(args: list[str], env: dict[str, str], timeout: int = 900) -> sub
     return subprocess.run([airflow_cli(), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
 
+def migrate(env: dict[str, str], template_db: str | Path | None = None) -> None:
+    """The metadata DB of ``env``: a copy of ``template_db`` (a SQLite DB that ``airflow db
+    migrate`` made with the same Airflow, e.g. once per test session) when given, else
+    ``airflow db migrate``."""
+    target = Path(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].removeprefix("sqlite:///"))
+    if template_db is not None:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template_db, target)
+        return
+    migrated = run_airflow(["db", "migrate"], env)
+    if migrated.returncode != 0:
+        raise RuntimeError(f"airflow db migrate failed: {migrated.stderr[-2000:]}")
+
+
 def dag_test(dag_id: str, logical_date: str, env: dict[str, str]) -> tuple[bool, str]:
     """``airflow dags test``; returns (run succeeded, combined log)."""
     result = run_airflow(["dags", "test", dag_id, logical_date], env)
@@ -156,7 +170,7 @@ def airflow_services(
             exited = [p.args[1] for p in processes if p.poll() is not None]
             if exited or time.monotonic() > deadline:
                 raise RuntimeError(f"Airflow did not start (exited: {exited}); logs in {logs}")
-            time.sleep(1)
+            time.sleep(0.5)
         yield env
     finally:
         stop(processes)

@@ -19,24 +19,31 @@ import pytest
 
 from ig_airflow.artifacts import read_metadata
 from ig_airflow.promotion import current_model, decisions, pointer_uri
-from ig_airflow.testing.airflow_local import airflow_env, airflow_services, run_airflow
+from ig_airflow.testing.airflow_local import airflow_env, airflow_services, migrate, run_airflow
+from ig_airflow.testing.demo_data import write_demo_data
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 DAG_ID, GATE = "ig_adult_compare_models", "approve_candidate"
 PROMOTE, KEEP = "promote_candidate", "keep_current"
 
 
+# The rows each run compares: the gate acts on the drift between the two models' attributions,
+# which a share of the Adult test rows shows as well as all 16,281 (seeds 0 and 1 raise alerts).
+COMPARED_ROWS = 4000
+
+
 @pytest.fixture(scope="module")
-def airflow(tmp_path_factory) -> dict[str, str]:
-    """A running Airflow with the compare DAG unpaused (its first run prepares the demo data)."""
+def airflow(tmp_path_factory, airflow_db) -> dict[str, str]:
+    """A running Airflow with the compare DAG unpaused; the demo data written beforehand (its
+    first ``COMPARED_ROWS`` test rows to explain), the models trained by the DAG's runs."""
     env = airflow_env(tmp_path_factory.mktemp("airflow"), DAGS)
-    migrated = run_airflow(["db", "migrate"], env)
-    assert migrated.returncode == 0, migrated.stderr[-2000:]
+    migrate(env, airflow_db)
+    write_demo_data(env["IG_AIRFLOW_DEMO_DIR"], test_rows=COMPARED_ROWS)
     with airflow_services(env) as running:
         deadline = time.monotonic() + 180
         while (unpaused := run_airflow(["dags", "unpause", DAG_ID], running)).returncode != 0:
             assert time.monotonic() < deadline, unpaused.stderr[-2000:]  # not parsed yet
-            time.sleep(3)
+            time.sleep(1)
         yield running
 
 
@@ -133,7 +140,8 @@ def drift_alerts(env: dict[str, str], day: str) -> list[str]:
 
 
 def test_a_candidate_without_drift_alert_is_promoted_without_asking(airflow) -> None:
-    """Candidate seed 0 = the registry's first production model: the same attributions, no alert."""
+    """Candidate seed 0 = the registry's first production model: the same attributions, no alert.
+    Both versions explained and summarised, the drift taken against production's run folder."""
     run_id = trigger(airflow, "2024-02-01", seed=0)
     state, seen = finished(airflow, run_id)
     assert state == "success" and "awaiting_input" not in seen and seen[-1] == "success", seen
@@ -143,9 +151,15 @@ def test_a_candidate_without_drift_alert_is_promoted_without_asking(airflow) -> 
         api_status(airflow, f"{run_path(run_id)}/taskInstances/{GATE}/-1/hitlDetails") == 404
     )  # no one asked
     assert drift_alerts(airflow, "2024-02-01") == []
+    root = demo(airflow) / "runs" / "compare" / "ds=2024-02-01"
+    for version in ("production", "candidate"):
+        assert (root / version / "summary" / "feature_summary.parquet").exists()
+    drift = json.loads((root / "candidate" / "drift" / "drift.json").read_text())
+    assert drift["reference"].endswith("production")
+    assert drift["ndcg_at_k"] == 1 and drift["alerts"] == [] and len(drift["features"]) == 14
 
     pointer = current_model(registry(airflow), verify=True)
-    assert pointer["checksum"] == version_checksum(airflow, 0)
+    assert pointer["checksum"] == version_checksum(airflow, 0) and pointer["uri"].endswith("seed=0")
     assert (pointer["approval"], pointer["promoted_by"], pointer["run_id"]) == (
         "automatic",
         "automatic",
@@ -154,6 +168,8 @@ def test_a_candidate_without_drift_alert_is_promoted_without_asking(airflow) -> 
     record = decision_of(airflow, run_id)
     assert (record["decision"], record["approval"], record["alerts"]) == ("promoted", "automatic", [])
     assert record["drift"]["ndcg_at_k"] == 1.0
+    first = decisions(registry(airflow))[0]  # the registry's first run initialised it
+    assert (first["decision"], first["approval"]) == ("initialised", "initial")
 
 
 def assert_asks_with_the_alerts_and_the_report(airflow: dict[str, str], run_id: str, day: str) -> None:

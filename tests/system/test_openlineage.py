@@ -15,7 +15,8 @@ import pytest
 from ig_airflow.identity import find_runs
 from ig_airflow.io import read_json
 from ig_airflow.layout import RunLayout
-from ig_airflow.testing.airflow_local import airflow_env, dag_test, run_airflow
+from ig_airflow.testing.airflow_local import airflow_env, dag_test, migrate
+from ig_airflow.testing.demo_data import copy_demo
 
 pytest.importorskip("airflow.providers.openlineage", reason="the openlineage extra is not installed")
 
@@ -27,7 +28,7 @@ NAMESPACE = "ig_airflow_lineage_test"
 
 
 @pytest.fixture(scope="module")
-def lineage(tmp_path_factory) -> dict[str, Any]:
+def lineage(tmp_path_factory, airflow_db, demo) -> dict[str, Any]:
     """The demo's model and partitions published, then the backfill DAG run for two dates with
     the provider's file transport; returns the demo folder and the events written."""
     out = tmp_path_factory.mktemp("airflow")
@@ -42,10 +43,8 @@ def lineage(tmp_path_factory) -> dict[str, Any]:
             {"type": "file", "log_file_path": str(events), "append": True}
         ),
     )
-    migrated = run_airflow(["db", "migrate"], env)
-    assert migrated.returncode == 0, migrated.stderr[-2000:]
-    ok, log = dag_test("ig_adult_retrain", "2024-01-08", env)  # publishes data + model
-    assert ok, log[-4000:]
+    migrate(env, airflow_db)
+    copy_demo(demo, env["IG_AIRFLOW_DEMO_DIR"])  # what ig_adult_retrain publishes: data + model
     for ds in DATES:
         ok, log = dag_test(DAG_ID, ds, env)
         assert ok, log[-4000:]

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ig_airflow.identity import find_runs
-from ig_airflow.testing.airflow_local import airflow_env, dag_test, run_airflow
+from ig_airflow.testing.airflow_local import airflow_env, dag_test, migrate
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -21,7 +21,7 @@ def readme_files() -> dict[str, str]:
     return {name: body for name, body in blocks}
 
 
-def test_own_model_from_training_task_to_airflow_run(tmp_path: Path) -> None:
+def test_own_model_from_training_task_to_airflow_run(tmp_path: Path, airflow_db: Path) -> None:
     files = readme_files()
     assert set(files) == {"train_and_publish.py", "dags/configs/shapes.yaml", "dags/explain_shapes.py"}
     project = tmp_path / "project"
@@ -37,7 +37,7 @@ def test_own_model_from_training_task_to_airflow_run(tmp_path: Path) -> None:
 
     env = airflow_env(tmp_path / "airflow", project / "dags")
     env.pop("IG_AIRFLOW_TRUSTED_MODULES")  # the user's torch_export artifact needs no trusted module
-    assert run_airflow(["db", "migrate"], env).returncode == 0
+    migrate(env, airflow_db)
     ok, log = dag_test("explain_shapes", "2024-05-01", env)
     assert ok, log[-4000:]
     runs = find_runs(str(project / "runs" / "ds=2024-05-01"))
