@@ -71,16 +71,59 @@ class DataSection(StrictModel):
         description="Reference rows for mean/median/most_frequent baselines (file, directory, glob "
         "or dataset).",
     )
+    label_column: str | None = Field(
+        None,
+        description="The rows' labels, for ig.loss: loss attributions of labelled rows (a null label "
+        "leaves its row unlabelled; a value that does not map to the model's output is an error).",
+    )
+    positive_label: int | float | str | None = Field(
+        None,
+        description="The positive class of a binary label (log_loss); every other value is negative. "
+        "Default: the second of two output.classes, else the labels must be 0/1.",
+    )
 
 
 class BaselineSection(StrictModel):
+    """One baseline row (``kind: point``), or Expected Gradients (``kind: distribution``): ``samples``
+    reference rows drawn per explained row, the mean attribution and its Monte-Carlo standard
+    error reported (see ``ig_airflow.core.expected``)."""
+
+    kind: Literal["point", "distribution"] = Field(
+        "point",
+        description="point: one baseline row (numeric/categorical/values); distribution: Expected "
+        "Gradients over rows of data.reference_uri.",
+    )
     numeric: Literal["zero", "mean", "median", "manual"] = "zero"
     categorical: Literal["oov", "most_frequent", "manual"] = "oov"
     values: dict[str, float | int | str] = Field(
         default_factory=dict,
         description="Manual baseline per feature: a number for numeric features, a category "
-        "value for categorical ones. Also overrides single features of other strategies.",
+        "value for categorical ones. Also overrides single features of other strategies (and of "
+        "every drawn reference row with kind: distribution).",
     )
+    samples: int = Field(
+        32, ge=2, le=1024, description="kind: distribution: baselines drawn per row (k), with replacement."
+    )
+    path: Literal["integral", "random_point"] = Field(
+        "integral",
+        description="kind: distribution: integral: k full path integrals per row with ig.method (complete "
+        "per sample); random_point: one uniformly random point per sample (Erion et al.; k gradients per "
+        "row, complete only in expectation).",
+    )
+    pool_rows: int = Field(
+        1000, ge=2, le=100_000, description="kind: distribution: reference rows sampled once into the pool."
+    )
+    seed: int = Field(0, ge=0, description="kind: distribution: seeds the pool and each row's draws.")
+
+    @model_validator(mode="after")
+    def _distribution_settings(self) -> BaselineSection:
+        if self.kind == "distribution":
+            for key, default in (("numeric", "zero"), ("categorical", "oov")):
+                if getattr(self, key) != default:
+                    raise ValueError(
+                        f"{key}: not used with kind: distribution (baselines are reference rows)"
+                    )
+        return self
 
 
 class TopK(StrictModel):
@@ -147,6 +190,19 @@ class IGSection(StrictModel):
         description="Hidden layers (PyTorch module names, Keras layer names) to attribute in their "
         "activation space, one column per unit: layer__<name>__<i>, with layer_delta__<name> and "
         "layer_n_steps__<name> (same tolerance and adaptive steps as the inputs).",
+    )
+    loss: Literal["auto", "log_loss", "cross_entropy", "squared_error"] | None = Field(
+        None,
+        description="Also explain each labelled row's loss against data.label_column (loss_attr__<feature>, "
+        "loss, loss_at_baseline, loss_delta, loss_n_steps, loss_converged); auto: log_loss or "
+        "cross_entropy for a probability output, squared_error for a raw one. null: off.",
+    )
+    loss_sample: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="Share of the labelled rows whose loss is explained (chosen by a hash of the row's "
+        "values, the same in every run); the others get null loss columns. 1: every labelled row.",
     )
 
     @model_validator(mode="before")
@@ -264,6 +320,19 @@ class AlertRule(StrictModel):
     )
 
 
+class DecompositionSection(StrictModel):
+    """Where a change between two model versions comes from (``drift.decomposition``): an extra IG
+    pass explains a sample of each run's rows with the other run's model, so that the change in
+    each feature's importance splits into a model part and a data part (Shapley, symmetric; see
+    ``ig_airflow.analysis.decomposition``)."""
+
+    enabled: bool = Field(True, description="Decompose when the reference run has another model version.")
+    sample_rows: int = Field(
+        512, ge=8, le=100_000, description="Explained rows of each run explained again by the other model."
+    )
+    seed: int = Field(0, description="Seeds the sample and the bootstrap of the decomposition.")
+
+
 class DriftSection(StrictModel):
     """Attribution drift against a reference run; see :mod:`ig_airflow.analysis.drift`. Every
     metric is set against the variation that resampling the same runs produces (a Poisson
@@ -361,6 +430,10 @@ class DriftSection(StrictModel):
     )
     waterfall_ids: list[str | int] = Field(
         default_factory=list, description="Report waterfalls for these ids (first id column) instead."
+    )
+    decomposition: DecompositionSection = Field(
+        default_factory=DecompositionSection,
+        description="With a reference of another model version: the change split into model and data parts.",
     )
 
 
@@ -460,6 +533,22 @@ class OutputSection(StrictModel):
     )
 
 
+def distribution_conflict(ig: IGSection) -> str | None:
+    """Why ``ig`` cannot run with ``baseline.kind: distribution`` (what is attributed against one
+    baseline row only), or None."""
+    if ig.layer_attributions:
+        return (
+            "ig.layer_attributions: not supported with baseline.kind: distribution (hidden layers are "
+            "attributed against one baseline row); remove them or use kind: point"
+        )
+    if getattr(ig, "loss", None) is not None:
+        return (
+            "ig.loss: not supported with baseline.kind: distribution (loss attributions are computed "
+            "against one baseline row); remove it or use kind: point"
+        )
+    return None
+
+
 class RunConfig(StrictModel):
     model: ModelSection
     data: DataSection
@@ -475,6 +564,25 @@ class RunConfig(StrictModel):
         "drift): a categorical column, or a numeric one cut at bins.",
     )
     quality: QualitySection = QualitySection()
+
+    @model_validator(mode="after")
+    def _distribution_baseline(self) -> RunConfig:
+        """Expected Gradients needs reference rows, and attributes the inputs only."""
+        if self.baseline is None or self.baseline.kind != "distribution":
+            return self
+        if not self.data.reference_uri:
+            raise ValueError("baseline.kind: distribution draws baselines from data.reference_uri; set it")
+        conflict = distribution_conflict(self.ig)
+        if conflict:
+            raise ValueError(conflict)
+        return self
+
+    @model_validator(mode="after")
+    def _loss_needs_labels(self) -> RunConfig:
+        """Loss attributions need the label column (a point baseline: :func:`distribution_conflict`)."""
+        if self.ig.loss is not None and not self.data.label_column:
+            raise ValueError(f"ig.loss: {self.ig.loss} explains each row's loss; set data.label_column")
+        return self
 
     def config_hash(self) -> str:
         """Hash of everything that changes the attributions: not paths to outputs, nor the settings

@@ -12,6 +12,7 @@
                                      report.json, data_docs/index.html
     <run>/summary/                   feature_, category_, layer_summary.parquet, summary.json
     <run>/drift/                     drift.json, drift_features.parquet
+                                     drift_decomposition.parquet (model vs data)
     <run>/quality/                   quality.json: faithfulness and sanity checks on a sample
     <run>/report/                    report.html and its images
     <run>/.ig_airflow_lease.json     the lease of the process writing the run now
@@ -91,6 +92,11 @@ class DriftLayout(_Folder):
     @property
     def features(self) -> str:
         return self._at("drift_features.parquet")
+
+    @property
+    def decomposition(self) -> str:
+        """Per feature, the change split into the model's and the data's parts."""
+        return self._at("drift_decomposition.parquet")
 
 
 class QualityLayout(_Folder):

@@ -74,9 +74,10 @@ def _validate_and_explain(config: RunConfig) -> dict[str, Any]:
 
 def run_aggregation(config: RunConfig) -> dict[str, Any]:
     """Summarise the run's attributions into ``summary/`` (features with bootstrap intervals,
-    categories, cohorts, layer units)."""
+    categories, cohorts, layer units, loss importance)."""
     from ig_airflow.analysis.aggregation import summarise_run
     from ig_airflow.analysis.cohorts import summarise_cohorts
+    from ig_airflow.analysis.loss import summarise_loss
     from ig_airflow.artifacts import read_metadata
     from ig_airflow.dataset import open_dataset
 
@@ -101,6 +102,10 @@ def run_aggregation(config: RunConfig) -> dict[str, Any]:
             result = summarise_cohorts(
                 layout.attributions, layout.summary.root, explained, config.cohorts, **statistics
             )
+        loss = summarise_loss(layout.attributions, layout.summary.root)  # runs with ig.loss
+        if loss is not None:
+            result["loss"] = loss
+            result["outputs"]["loss_summary"] = layout.summary.table("loss")
         return result
 
 
@@ -119,9 +124,14 @@ def run_drift(config: RunConfig, run_key: str | None = None) -> tuple[dict[str, 
     """Drift against the configured reference, the history table (one record per run: its
     partition key ``run_key``, default the run's partition, its model version and run id), then
     the HTML report (also when ``on_alert: fail`` raises, so that the report shows the alerts).
+    Against a reference of another model version, a sample of each run's rows is explained by the
+    other's model to split the change into model and data parts (``drift.decomposition``).
     Returns the drift result and the report's URI."""
+    from functools import partial
+
     from ig_airflow.analysis.drift import summarise_drift
     from ig_airflow.analysis.report import build_report
+    from ig_airflow.quality.cross_terms import cross_terms
 
     config = resolve_run(config)
     identity = run_identity(config)
@@ -131,7 +141,13 @@ def run_drift(config: RunConfig, run_key: str | None = None) -> tuple[dict[str, 
         try:
             previous = _previous_partition(config)
             result = summarise_drift(
-                layout.attributions, layout.drift.root, config.drift, run, previous, config.cohorts
+                layout.attributions,
+                layout.drift.root,
+                config.drift,
+                run,
+                previous,
+                config.cohorts,
+                cross_terms=partial(cross_terms, config),
             )
         finally:
             report = build_report(

@@ -65,6 +65,9 @@ from ig_airflow.analysis.cohorts import (
     read_input_column,
     scan_attributions,
 )
+from ig_airflow.analysis.decomposition import CrossTermsFn, decompose_change
+from ig_airflow.analysis.loss import HISTORY_COLUMNS as LOSS_HISTORY_COLUMNS
+from ig_airflow.analysis.loss import loss_importance_change, with_loss_importance
 from ig_airflow.config import AlertRule, CohortSection, DriftSection
 from ig_airflow.dataset import InputDataset
 from ig_airflow.exceptions import ConfigError, DriftAlert, InputDataError
@@ -686,11 +689,17 @@ def feature_frame(
         add_histograms(scan, comparison.features, edges)
     importance = comparison.means(lambda run: run.block_abs(), lambda run: run.block_counts())
     columns = {"feature": comparison.features} | importance_columns(*importance)
+    columns |= {f"{name}_mean": _signed_means(scan) for name, scan in (("reference", ref), ("current", cur))}
     columns |= distribution_columns(*comparison.histograms(settings.bins), edges, importance[0])
     if inputs is not None:
         columns |= input_columns(comparison, inputs, importance, settings.bins)
     frame = pd.DataFrame(columns).sort_values("current_rank").reset_index(drop=True)
     return frame, *importance
+
+
+def _signed_means(scan: RunScan) -> np.ndarray:
+    """Each feature's mean attribution (signed) over the run's rows."""
+    return np.array([s.total / s.count if s.count else np.nan for s in scan.stats])
 
 
 def _range(stats: ColumnStats) -> dict[str, float]:
@@ -820,7 +829,8 @@ def append_history(
     was first recorded, so re-running is byte-identical; every other run's rows stay. Returns
     the table's row count. Concurrent appends are serialised by a lock, so none is lost."""
     run = as_run(run)
-    rows = summary[["feature", "mean_abs_attribution", "mean_attribution", "share", "rank"]].copy()
+    loss = [c for c in LOSS_HISTORY_COLUMNS if c in summary]  # runs with ig.loss
+    rows = summary[["feature", "mean_abs_attribution", "mean_attribution", "share", "rank", *loss]].copy()
     for i, column in enumerate(RUN_COLUMNS):
         rows.insert(i, column, run[column])
     for key, value in extra.items():
@@ -907,12 +917,15 @@ def summarise_drift(
     run: str | dict[str, str],
     previous_partition: str | None = None,
     cohorts: Sequence[CohortSection] = (),
+    cross_terms: CrossTermsFn | None = None,
 ) -> dict[str, Any]:
     """Write ``drift.json`` (and ``drift_features.parquet``) under ``output_uri`` comparing
     ``current_uri`` with ``settings.reference_uri``; append the run to the history table.
     ``previous_partition``: the input's partition before this run's, whose run a history
     reference waits for (``drift.wait_for_reference_s``); ``cohorts``: the segments compared
-    on their own (``cohorts`` in drift.json). Alerts are logged; with
+    on their own (``cohorts`` in drift.json); ``cross_terms``: the extra IG pass that splits a
+    change between two model versions into the model's and the data's parts
+    (``decomposition``, :mod:`.decomposition`). Alerts are logged; with
     ``on_alert: fail`` they raise :class:`DriftAlert` after the outputs are written."""
     partition = run.get("partition", "") if isinstance(run, dict) else ""
     run = as_run(run)
@@ -928,7 +941,7 @@ def summarise_drift(
         reference = reference_run(settings.history_uri, how, run)
     result["reference"] = reference
     current = open_attributions(current_uri)
-    summary = feature_summary(current, primary_rows(current))
+    summary = with_loss_importance(feature_summary(current, primary_rows(current)), current)
     if settings.history_uri:
         extra = {"attributions_uri": current_uri, "partition": partition}
         result["history_rows"] = append_history(settings.history_uri, run, summary, extra)
@@ -940,6 +953,11 @@ def summarise_drift(
             pa.Table.from_pandas(report.features, preserve_index=False),
         )
         result.update(report.to_dict())
+        if (loss := loss_importance_change(reference, current)) is not None:
+            result["loss_importance"] = json_ready(loss)
+        result["decomposition"] = json_ready(
+            decompose_change(report.features, reference, current_uri, cross_terms, settings, output_uri)
+        )
     else:
         result.update({"alerts": [], "note": "no reference run (none configured, or no earlier run)"})
     write_json(DriftLayout(output_uri).json, result)

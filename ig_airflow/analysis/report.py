@@ -15,7 +15,11 @@ Sections, in order:
 - **Drift**: each alert with its evidence (the alert's own fields, such as an effect, interval
   or p-value when the drift stage records them, and each named feature's reference vs current
   share and rank), NDCG@k, Spearman and the per-feature table.
+- **Where the change comes from** (against another model version): the model's share of the
+  change and each feature's model and data parts (drift.json's ``decomposition``), or why not.
 - **Importance over time** from the history table, with the intervals the history records.
+- **What drives errors** (runs with ``ig.loss``): the features by mean loss attribution and, from
+  the history table, over time (:mod:`ig_airflow.analysis.loss`).
 - **Quality** (when the quality stage ran), **quarantine** (counts by reason, values mapped to
   defaults, example rows with the values that failed) and **completeness** (share converged,
   the rows with the largest completeness error).
@@ -49,6 +53,7 @@ import pyarrow as pa
 
 from ig_airflow.analysis.aggregation import feature_summary, primary_rows, read_column
 from ig_airflow.analysis.drift import RUN_COLUMNS, read_history
+from ig_airflow.analysis.loss import draw_loss_importance, draw_loss_over_time, loss_history
 from ig_airflow.analysis.report_template import render_report
 from ig_airflow.dataset import InputDataset, open_dataset
 from ig_airflow.exceptions import IGAirflowError, InputDataError
@@ -239,6 +244,27 @@ def plot_drift(features: pd.DataFrame, uri: str, alerted: set[str]) -> bytes:
         ax.set_yticks(y, [str(f) for f in data["feature"]])
         ax.set_xlabel("share of total mean |attribution|")
         ax.set_title("Attribution drift: reference vs current (red: alert)")
+        ax.legend(loc="lower right", fontsize=8)
+    return png.data
+
+
+def plot_shift(parts: pd.DataFrame, uri: str) -> bytes:
+    """Each feature's change in mean |attribution| as diverging stacked bars, the model's part
+    then the data's (increases to the right of zero, decreases to the left), the total a marker."""
+    data = parts.iloc[::-1]
+    y = np.arange(len(data))
+    above, below = np.zeros(len(data)), np.zeros(len(data))
+    with _canvas(uri, 0.35 * len(data) + 1.4) as (ax, png):
+        for column, colour, label in (("model", "#4c72b0", "model"), ("data", "#dd8452", "data")):
+            part = np.nan_to_num(pd.to_numeric(data[column], errors="coerce").to_numpy(np.float64))
+            ax.barh(y, part, left=np.where(part >= 0, above, below), color=colour, label=label)
+            above, below = above + np.clip(part, 0, None), below + np.clip(part, None, 0)
+        total = pd.to_numeric(data["total"], errors="coerce")
+        ax.scatter(total, y, color="black", marker="D", s=14, zorder=3, label="total change")
+        ax.set_yticks(y, [str(f) for f in data["feature"]])
+        ax.axvline(0, color="black", linewidth=0.6)
+        ax.set_xlabel("change in mean |attribution| (current - reference)")
+        ax.set_title("Where the change comes from: model vs data")
         ax.legend(loc="lower right", fontsize=8)
     return png.data
 
@@ -461,7 +487,9 @@ def build_report(
         "categories": _category_section(view),
         "layers": _layer_sections(view.layout.summary.table("layer"), view.report),
         "drift": _drift_section(drift, view.report),
+        "shift": _shift_section(drift, view.report),
         "over_time": _over_time_section(history_uri, view.report),
+        "errors": _errors_section(view, history_uri),
         "quality": _quality_section(quality, view.report) if quality else None,
         "quarantine": _quarantine_section(view),
         "completeness": _completeness_section(view),
@@ -659,6 +687,48 @@ def _drift_section(drift: dict[str, Any] | None, report: ReportLayout) -> dict[s
     return section
 
 
+def _shift_section(
+    drift: dict[str, Any] | None, report: ReportLayout, top: int = 10
+) -> dict[str, Any] | None:
+    """Where the change comes from (drift.json's ``decomposition``): the model's share, the model
+    and data parts of the ``top`` features' changes as bars and a table; or why there is no split.
+    None when drift recorded no decomposition (no reference)."""
+    found = (drift or {}).get("decomposition")
+    if not isinstance(found, dict):
+        return None
+    if not found.get("available"):
+        return {"reason": str(found.get("reason") or "not recorded")}
+    parts = pd.DataFrame(found.get("features") or []).head(top)
+    if not len(parts):
+        return {"reason": "no feature to split"}
+    table = pd.DataFrame(
+        {
+            "feature": parts["feature"],
+            "total change": parts["total"],
+            "model part": parts["model"],
+            "model 95% interval": [
+                list(p) for p in zip(parts["model_ci_low"], parts["model_ci_high"], strict=True)
+            ],
+            "data part": parts["data"],
+            "data 95% interval": [
+                list(p) for p in zip(parts["data_ci_low"], parts["data_ci_high"], strict=True)
+            ],
+        }
+    )
+    sample = found.get("sample_rows") or {}
+    return {
+        "reason": None,
+        "summary": str(found.get("summary") or ""),
+        "sample": f"{_cell(sample.get('current'))} + {_cell(sample.get('reference'))}",
+        "figure": _figure(
+            "Model and data parts of each feature's change",
+            "shift.png",
+            plot_shift(parts, report.image("shift.png")),
+        ),
+        "table": _table(table),
+    }
+
+
 def _interval_text(interval: Any) -> str:
     return (
         f" (95% interval {_cell(interval)})"
@@ -747,6 +817,40 @@ def _over_time_section(history_uri: str | None, report: ReportLayout) -> dict[st
             latest.sort_values("rank")[["feature", "mean_abs_attribution", "low", "high"]]
         )
         section["latest"] = str(runs["label"].iloc[-1])
+    return section
+
+
+def _errors_section(view: RunView, history_uri: str | None, top: int = 12) -> dict[str, Any] | None:
+    """What drives errors (runs with ``ig.loss``): the features by mean loss attribution, and
+    their mean loss attribution over the runs of the history table; None without loss summary."""
+    uri = view.layout.summary.table("loss")
+    if not exists(uri):
+        return None
+    summary = read_parquet(uri).to_pandas()
+    totals = (read_json(view.layout.summary.json) if exists(view.layout.summary.json) else {}).get("loss", {})
+    with _canvas(view.report.image("loss_importance.png"), 0.35 * min(top, len(summary)) + 1.2) as (ax, png):
+        draw_loss_importance(ax, summary, top)
+    columns = ["feature", "mean_loss_attribution", "mean_abs_loss_attribution", "share", "rank"]
+    section: dict[str, Any] = {
+        "loss": f"ig.loss: {(view.manifest.get('ig') or {}).get('loss') or 'set'}",
+        "mean_loss": _cell(totals.get("mean_loss")),
+        "mean_baseline": _cell(totals.get("mean_loss_at_baseline")),
+        "rows": _cell(totals.get("rows")),
+        "converged": _percent(totals.get("share_converged")),
+        "figure": _figure("What drives errors", "loss_importance.png", png.data),
+        "table": _table(summary.head(top)[columns]),
+        "over_time": None,
+        "note": "No history table is configured for this run (drift.history_uri).",
+    }
+    if history_uri and exists(history_uri):
+        history = read_history(history_uri)
+        runs = history_runs(history)
+        table = loss_history(history, runs)
+        section["note"] = "The history holds loss attributions of fewer than two runs so far."
+        if table is not None:
+            with _canvas(view.report.image("loss_over_time.png"), 3.8) as (ax, png):
+                draw_loss_over_time(ax, table, list(runs["label"]))
+            section["over_time"] = _figure("What drives errors over time", "loss_over_time.png", png.data)
     return section
 
 

@@ -8,7 +8,8 @@ script at its end that records how many images loaded (``data-images`` and
 
 Every section is a ``<section id="...">``: ``glance``, ``importance``, ``beeswarm``,
 ``categories`` (when the run has category summaries), ``layer-N`` (one per attributed layer),
-``drift``, ``over-time``, ``quality`` (when the quality stage ran), ``quarantine``,
+``drift``, ``shift`` (when drift recorded a model/data decomposition or why not), ``over-time``,
+``quality`` (when the quality stage ran), ``quarantine``,
 ``completeness`` and ``waterfalls``.
 
 The context (built by ``build_report``): ``title``; ``run`` (``facts``: [label, text] pairs);
@@ -18,14 +19,19 @@ The context (built by ``build_report``): ``title``; ``run`` (``facts``: [label, 
 ``figure``); ``drift`` (``state``: not_run/no_reference/alerts/clear, ``reference``, ``note``,
 ``alerts`` of ``metric``/``value``/``threshold``/``features`` (``name``, ``facts``)/``evidence``
 ([name, text] pairs), ``metrics`` of ``ndcg``/``spearman``/``entered``/``left`` or None, then
-``figure`` and ``table``); ``over_time`` (``figure`` or None, ``runs``, ``intervals``, ``note``,
-``table``, ``latest``); ``quality`` (``passed``, ``checks`` of ``name``/``passed``/``detail``,
-``figures``, ``table``, ``numbers``) or None; ``quarantine`` (``ran``, ``quarantined``,
-``input``, ``counts`` ([name, text] pairs), ``reasons``, ``mapped``, ``examples``: tables or
-None); ``completeness`` (``share``, ``all``, ``numbers``, ``worst``); ``waterfalls`` (``label``,
-``prediction``, ``baseline``, ``figure``, ``table``). A figure is ``src`` (a data URI),
-``caption`` and ``file`` (its PNG's name beside the page); a table is ``columns`` and ``rows`` of
-already formatted cells.
+``figure`` and ``table``); ``shift`` (``reason`` why the change is not split, or ``summary``,
+``sample``, ``figure``, ``table``) or None; ``over_time`` (``figure`` or None, ``runs``,
+``intervals``, ``note``, ``table``, ``latest``); ``quality`` (``passed``, ``checks`` of
+``name``/``passed``/``detail``, ``figures``, ``table``, ``numbers``) or None; ``quarantine``
+(``ran``, ``quarantined``, ``input``, ``counts`` ([name, text] pairs), ``reasons``, ``mapped``,
+``examples``: tables or None); ``completeness`` (``share``, ``all``, ``numbers``, ``worst``);
+``waterfalls`` (``label``, ``prediction``, ``baseline``, ``figure``, ``table``). A figure is
+``src`` (a data URI), ``caption`` and ``file`` (its PNG's name beside the page); a table is
+``columns`` and ``rows`` of already formatted cells.
+
+Runs with ``ig.loss`` add ``<section id="errors">`` after ``over-time``, from ``errors``
+(``loss``, ``mean_loss``, ``mean_baseline``, ``rows``, ``converged``, ``figure``, ``table``,
+``over_time``: a figure or None, ``note``), None otherwise.
 """
 
 from __future__ import annotations
@@ -82,7 +88,9 @@ figure { margin: 1em 0; } img { max-width: 100%; }
 {{ pairs(run.facts) }}
 <nav><a href="#glance">At a glance</a><a href="#importance">Importance</a><a href="#beeswarm">Beeswarm</a>
 {%- if categories %}<a href="#categories">Categories</a>{% endif %}<a href="#drift">Drift</a>
-<a href="#over-time">Over time</a>{% if quality %}<a href="#quality">Quality</a>{% endif %}
+{%- if shift %}<a href="#shift">Model vs data</a>{% endif %}
+<a href="#over-time">Over time</a>{% if errors %}<a href="#errors">Errors</a>{% endif %}
+{%- if quality %}<a href="#quality">Quality</a>{% endif %}
 <a href="#quarantine">Quarantine</a><a href="#completeness">Completeness</a>
 <a href="#waterfalls">Waterfalls</a></nav>
 
@@ -161,6 +169,22 @@ left: {{ drift.metrics.left | join(", ") or "none" }}</p>
 {{ table(drift.table) }}
 {%- endif %}
 </section>
+{%- if shift %}
+
+<section id="shift"><h2>Where the change comes from</h2>
+{%- if shift.reason %}
+<p class="neutral">The change is not split into model and data parts: {{ shift.reason }}.</p>
+{%- else %}
+<p><b>{{ shift.summary }}</b></p>
+<p>Each feature's change in mean |attribution| against the reference, split into the part due to the
+model (both versions on the same rows) and the part due to the data (one version on both runs' rows):
+a symmetric (Shapley) split from {{ shift.sample }} rows explained again by the other run's model.
+The two parts add up to the change (the marker); the intervals are the sample's 95% bootstrap intervals.</p>
+{{ figure(shift.figure) }}
+{{ table(shift.table) }}
+{%- endif %}
+</section>
+{%- endif %}
 
 <section id="over-time"><h2>Importance over time</h2>
 {%- if over_time.figure %}
@@ -176,6 +200,23 @@ history table{% if over_time.intervals %}, with their 95% intervals as bands{% e
 {{ table(over_time.table) }}
 {%- endif %}
 </section>
+{%- if errors %}
+
+<section id="errors"><h2>What drives errors</h2>
+<p>Each labelled row's loss ({{ errors.loss }}) explained like its prediction: a feature's loss attribution
+is how much its value raised (&gt; 0) or lowered (&lt; 0) the row's loss against its label, from the
+baseline's loss on the same label. Mean loss {{ errors.mean_loss }} on the {{ errors.rows }} labelled rows
+explained (the baseline's: {{ errors.mean_baseline }}); {{ errors.converged }} of them converged.</p>
+{{ figure(errors.figure) }}
+{{ table(errors.table) }}
+{%- if errors.over_time %}
+<p>Mean loss attribution of the features that raised the loss most, in each run of the history table:</p>
+{{ figure(errors.over_time) }}
+{%- elif errors.note %}
+<p class="muted">{{ errors.note }}</p>
+{%- endif %}
+</section>
+{%- endif %}
 {%- if quality %}
 
 <section id="quality"><h2>Quality of the explanations</h2>

@@ -34,6 +34,7 @@ from ig_airflow.exceptions import ConfigError
 
 PROBE_ROWS = 4  # baseline rows of the probe forward that measures memory per row
 PathRun = Callable[[slice, np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
+RowBaselines = tuple[np.ndarray, np.ndarray]  # one encoded baseline row per row: numeric, categorical
 
 
 def integrate_paths(
@@ -52,7 +53,10 @@ def integrate_paths(
     weights, alphas = ops.constant(weights_np), ops.constant(alphas_np)
     parts: list[list[list[Any]]] = [[] for _ in values]  # input -> chunk -> target
     for rows in row_chunks(len(values[0]), n_steps, interpolated_rows):
-        path = [ops.interpolate(base, value[rows], alphas) for value, base in zip(values, bases, strict=True)]
+        path = [
+            ops.interpolate(rows_of(base, rows), value[rows], alphas)
+            for value, base in zip(values, bases, strict=True)
+        ]
         per_target = ops.gradients(lambda points, rows=rows: output_on_path(points, rows), path)
         for i, part in enumerate(parts):
             part.append([ops.integrate(grads[i], weights, rows.stop - rows.start) for grads in per_target])
@@ -66,15 +70,23 @@ def integrate_paths(
     ]
 
 
+def rows_of(base: Any, rows: slice) -> Any:
+    """The baselines of ``rows``: one baseline row (``[1, *shape]``) broadcasts as it is, a
+    baseline per row (``[R, *shape]``, Expected Gradients) is sliced."""
+    return base if base.shape[0] == 1 else base[rows]
+
+
 def path_points(ops: TensorOps, value: Any, base: Any, alphas: np.ndarray) -> Any:
-    """``base + alpha * (value - base)`` for rows ``[r, *shape]`` (``base``: ``[1, *shape]``),
-    each with its own ``alphas`` (``[r, n]``): ``[r * n, *shape]`` path points, rows major."""
+    """``base + alpha * (value - base)`` for rows ``[r, *shape]`` (``base``: ``[1, *shape]`` or one
+    per row), each with its own ``alphas`` (``[r, n]``): ``[r * n, *shape]`` path points, rows major."""
     rows, n = alphas.shape
     shape = tuple(value.shape[1:])
     weights = ops.constant(
         np.ascontiguousarray(alphas, dtype=np.float64).reshape(rows, n, *(1,) * len(shape))
     )
-    path = ops.reshape(base, (1, 1, *shape)) + weights * ops.reshape(value - base, (rows, 1, *shape))
+    path = ops.reshape(base, (int(base.shape[0]), 1, *shape)) + weights * ops.reshape(
+        value - base, (rows, 1, *shape)
+    )
     return ops.reshape(path, (rows * n, *shape))
 
 
@@ -95,7 +107,10 @@ def path_gradients(
     diffs = [ops.numpy(v - b).reshape(len(alphas), 1, -1) for v, b in zip(values, bases, strict=True)]
     chunks = []
     for rows in row_chunks(len(alphas), n, interpolated_rows):
-        path = [path_points(ops, v[rows], b, alphas[rows]) for v, b in zip(values, bases, strict=True)]
+        path = [
+            path_points(ops, v[rows], rows_of(b, rows), alphas[rows])
+            for v, b in zip(values, bases, strict=True)
+        ]
         outputs: list[Any] = []
         per_target = ops.gradients(_recording(output_on_path, rows, outputs), path)
         r = rows.stop - rows.start
@@ -317,22 +332,41 @@ class InputAttributor:
         """An attributor for the units of the hidden layer ``name``."""
         return LayerAttributor(self, name)
 
-    def inputs(self, numeric: np.ndarray, categorical: np.ndarray, targets: np.ndarray | None) -> InputPaths:
-        """The rows' numeric tensor and embedding outputs, with their baselines and scores."""
+    def inputs(
+        self,
+        numeric: np.ndarray,
+        categorical: np.ndarray,
+        targets: np.ndarray | None,
+        baselines: RowBaselines | None = None,
+    ) -> InputPaths:
+        """The rows' numeric tensor and embedding outputs, with their baselines (the run's
+        baseline row, or ``baselines``: one encoded row per row) and scores."""
         x_num, x_cat = self.tensors(numeric, categorical)
         embeddings, scores = self.embed(x_num, x_cat)
+        explained = self.scores(scores, targets)
+        bases = [self.base_num, *self.base_embeddings]
+        if baselines is not None:
+            base_num, base_cat = self.tensors(*baselines)
+            base_embeddings, base_scores = self.embed(base_num, base_cat)
+            bases = [base_num, *base_embeddings]
+            explained.at_baseline = np.take_along_axis(self.ops.numpy(base_scores), explained.targets, axis=1)
         return InputPaths(
             values=[x_num, *embeddings],
-            bases=[self.base_num, *self.base_embeddings],
+            bases=bases,
             summed=[False] + [True] * len(embeddings),
             x_cat=x_cat,
-            explained=self.scores(scores, targets),
+            explained=explained,
         )
 
     def attribute(
-        self, numeric: np.ndarray, categorical: np.ndarray, n_steps: int, targets: np.ndarray | None = None
+        self,
+        numeric: np.ndarray,
+        categorical: np.ndarray,
+        n_steps: int,
+        targets: np.ndarray | None = None,
+        baselines: RowBaselines | None = None,
     ) -> FixedStepResult:
-        paths = self.inputs(numeric, categorical, targets)
+        paths = self.inputs(numeric, categorical, targets, baselines)
         integrals = self.input_integrals(
             paths.values, paths.bases, paths.x_cat, n_steps, paths.explained.targets
         )
@@ -346,11 +380,17 @@ class InputAttributor:
         categorical: np.ndarray,
         alphas: np.ndarray,
         targets: np.ndarray | None = None,
+        baselines: RowBaselines | None = None,
     ) -> PathGradients:
         """The integrand at each row's points (``[rows, n]``, NaN pads unused ones): one forward
         for every row, then one vectorised pass per group of rows with as many points."""
         order = point_order(alphas)
-        paths = self.inputs(numeric[order], categorical[order], None if targets is None else targets[order])
+        paths = self.inputs(
+            numeric[order],
+            categorical[order],
+            None if targets is None else targets[order],
+            None if baselines is None else (baselines[0][order], baselines[1][order]),
+        )
         columns = sum(
             1 if total else int(np.prod(v.shape[1:]))
             for v, total in zip(paths.values, paths.summed, strict=True)
@@ -359,8 +399,9 @@ class InputAttributor:
         def run(group: slice, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             output = self.input_output(paths.x_cat[group], paths.explained.targets[group], points.shape[1])
             values = [value[group] for value in paths.values]
+            bases = [rows_of(base, group) for base in paths.bases]
             return path_gradients(
-                self.ops, values, paths.bases, paths.summed, points, self.internal_batch_size, output
+                self.ops, values, bases, paths.summed, points, self.internal_batch_size, output
             )
 
         shape = (paths.explained.targets.shape[1], columns)

@@ -35,6 +35,7 @@ class SummariseDriftOperator(IGStageOperator):
         self.log.info("report: %s", report)
         summary = RunLayout.of(config).summary.json
         alerts = [f"{a['metric']}:{','.join(a['features'])}" for a in result["alerts"]]
+        model_share = (result.get("decomposition") or {}).get("model_share")  # of the change
         self.annotate_outlets(
             context,
             {
@@ -44,6 +45,7 @@ class SummariseDriftOperator(IGStageOperator):
                 "alert": bool(result["alerts"]),
                 "alerts": alerts,
                 "ndcg_at_k": result.get("ndcg_at_k"),
+                "model_share_of_change": model_share,
                 "reference": result.get("reference"),
                 "top_features": read_json(summary).get("top_features") if exists(summary) else None,
                 "report": report,
@@ -54,6 +56,7 @@ class SummariseDriftOperator(IGStageOperator):
             "alert": bool(result["alerts"]),
             "alerts": alerts,
             "ndcg_at_k": result.get("ndcg_at_k"),
+            "model_share_of_change": model_share,
             "drift": RunLayout.of(config).drift.json,
             "run_key": run_key,
             "run": {k: result.get(k) for k in ("model_version", "run_id")},

@@ -19,7 +19,6 @@ import numpy as np
 
 from ig_airflow.artifacts import LoadedArtifact
 from ig_airflow.config import RunConfig
-from ig_airflow.core.adaptive import adaptive_attributions
 from ig_airflow.core.encoding import encode_rows
 from ig_airflow.core.outputs import target_columns, target_setting
 from ig_airflow.dataset import open_dataset
@@ -70,13 +69,7 @@ def explanation_function(
     """IG attributions of encoded rows with the run's settings (``attributor``: another model's)."""
 
     def explain(numeric: np.ndarray, categorical: np.ndarray, rows: np.ndarray) -> np.ndarray:
-        result = adaptive_attributions(
-            attributor or explainer.attributor,
-            numeric,
-            categorical,
-            explainer.settings,
-            targets[rows][:, None],
-        )
+        result = explainer.attributions(numeric, categorical, targets[rows][:, None], attributor)
         return result.attributions
 
     return explain

@@ -28,6 +28,8 @@ def run_explain(config: RunConfig, explainer: BatchExplainer | None = None) -> d
     layout = RunLayout.of(config)
 
     def compute(work: ShardWork) -> None:
+        if explainer.loss is not None:
+            explainer.loss.check_labels(work.dataset)
         progress = Progress(sum(s.rows for s in work.todo), "explained {done} rows")
 
         def on_batch(rows: int) -> None:

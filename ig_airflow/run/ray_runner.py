@@ -109,8 +109,9 @@ def check_first_rows(config: RunConfig, dataset: InputDataset, shard: Shard) -> 
     that no retry can fix (wrong shapes, types, calling convention) fail the run at once with
     the model's own message, instead of being retried by Ray as if a worker had died."""
     explainer = build_explainer(config)
-    columns = explainer.id_columns + explainer.spec.feature_names
-    rows = dataset.read_rows(shard.start, min(shard.stop, shard.start + FIRST_ROWS), columns)
+    if explainer.loss is not None:
+        explainer.loss.check_labels(dataset)  # a label that does not map fails here, not in a worker
+    rows = dataset.read_rows(shard.start, min(shard.stop, shard.start + FIRST_ROWS), explainer.input_columns)
     try:
         explainer.explain(rows)
     except IGAirflowError:

@@ -101,6 +101,18 @@ class ShardWork:
     renew: Callable[[], None]
 
 
+def checked_input(config: RunConfig, metadata: ArtifactMetadata) -> InputDataset:
+    """The run's input, checked for the id, feature and (with ``ig.loss``) label columns."""
+    from ig_airflow.run.explainer import require_columns
+
+    dataset = open_dataset(config.data.input_uri, config.data.partition)
+    labels = [config.data.label_column] if config.ig.loss and config.data.label_column else []
+    require_columns(
+        config.data.input_uri, dataset.schema, config.data.id_columns + metadata.inputs.feature_names + labels
+    )
+    return dataset
+
+
 def run_in_shards(
     config: RunConfig,
     metadata: ArtifactMetadata,
@@ -115,16 +127,12 @@ def run_in_shards(
     write the manifest (returned). ``output_schema(input_schema)`` serves an empty input."""
     from ig_airflow.io import write_json
     from ig_airflow.lease import run_lease
-    from ig_airflow.run.explainer import require_columns
     from ig_airflow.run.manifest import shards_manifest
 
     config.require_rendered()
     check_shard_rows(config)
     started = time.perf_counter()
-    dataset = open_dataset(config.data.input_uri, config.data.partition)
-    require_columns(
-        config.data.input_uri, dataset.schema, config.data.id_columns + metadata.inputs.feature_names
-    )
+    dataset = checked_input(config, metadata)
     layout = RunLayout.of(config)
     shards = plan_shards(dataset.num_rows, config.ray.shard_rows)
     with run_lease(layout) as lease:
@@ -178,8 +186,7 @@ def explain_shard(
     from ig_airflow.run.manifest import CompletenessStats
 
     started = time.perf_counter()
-    columns = explainer.id_columns + explainer.spec.feature_names
-    rows = dataset.read_rows(shard.start, shard.stop, columns)
+    rows = dataset.read_rows(shard.start, shard.stop, explainer.input_columns)
     stats, tables = CompletenessStats(), []
     for batch in rows.to_batches(max_chunksize=batch_rows):
         table, result = explainer.explain(batch)

@@ -96,6 +96,10 @@ class TensorFlowOps:
     def softmax(tensor: Any) -> tf.Tensor:
         return tf.nn.softmax(tensor, axis=-1)
 
+    @staticmethod
+    def log(tensor: Any) -> tf.Tensor:
+        return tf.math.log(tensor)
+
 
 @contextlib.contextmanager
 def substitute_calls(layers: Sequence[Any], values: Sequence[Any]) -> Iterator[None]:

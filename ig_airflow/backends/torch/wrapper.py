@@ -87,6 +87,10 @@ class TorchOps:
     def softmax(tensor: torch.Tensor) -> torch.Tensor:
         return torch.softmax(tensor, dim=-1)
 
+    @staticmethod
+    def log(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.log(tensor)
+
 
 @contextlib.contextmanager
 def substitute_outputs(layers: Sequence[torch.nn.Module], values: Sequence[torch.Tensor]) -> Iterator[None]:
