@@ -485,6 +485,7 @@ def build_report(
         "importance": _importance_section(summary, view.report, drift),
         "beeswarm": _beeswarm_section(view, summary),
         "categories": _category_section(view),
+        "cohorts": _cohort_sections(view, drift),
         "layers": _layer_sections(view.layout.summary.table("layer"), view.report),
         "drift": _drift_section(drift, view.report),
         "shift": _shift_section(drift, view.report),
@@ -648,6 +649,79 @@ def _category_section(view: RunView, top: int = 5, min_share: float = 0.01) -> d
         "features": int(len(counts)),
         "min_share": _percent(min_share),
     }
+
+
+def plot_cohort_shares(frame: pd.DataFrame, features: list[str], uri: str, title: str) -> bytes:
+    """Each segment's share of its importance per feature (rows: segments, columns: features)."""
+    segments = list(dict.fromkeys(frame["segment"]))
+    grid = (
+        frame.pivot_table(index="segment", columns="feature", values="share", sort=False)
+        .reindex(index=segments, columns=features)
+        .to_numpy(np.float64)
+    )
+    with _canvas(uri, 0.4 * len(segments) + 1.9) as (ax, png):
+        image = ax.imshow(grid, aspect="auto", cmap="Blues", vmin=0)
+        ax.set_xticks(range(len(features)), [_short(str(f), 16) for f in features], rotation=35, ha="right")
+        ax.set_yticks(range(len(segments)), [_short(str(s)) for s in segments])
+        dark = 0.6 * np.nanmax(grid, initial=0.0)
+        for (i, j), value in np.ndenumerate(grid):
+            if np.isfinite(value):
+                colour = "white" if value > dark else "black"
+                ax.text(j, i, f"{value:.0%}", ha="center", va="center", fontsize=7, color=colour)
+        ax.set_title(title)
+        ax.figure.colorbar(image, ax=ax, label="share of the segment's importance")
+    return png.data
+
+
+def _segment_row(segment: Any, part: pd.DataFrame, compared: dict[str, Any]) -> list[str]:
+    """One segment of a cohort's table: rows, top three features by share, and its drift entry's
+    reference rows, NDCG@k with its interval and the features that entered its top k."""
+    leading = part.nsmallest(3, "rank")
+    ndcg = compared.get("ndcg_at_k")
+    return [
+        str(segment),
+        _cell(int(part["rows"].iloc[0])),
+        ", ".join(f"{f} ({_percent(v)})" for f, v in zip(leading["feature"], leading["share"], strict=True)),
+        _cell(compared.get("reference_rows")),
+        f"{_cell(ndcg)} {_cell(compared.get('ndcg_at_k_ci95'))}" if ndcg is not None else "-",
+        ", ".join(compared.get("entered_top_k") or []) or "-",
+    ]
+
+
+def _cohort_sections(view: RunView, drift: dict[str, Any] | None, top: int = 8) -> list[dict[str, Any]]:
+    """Per cohort (``cohorts`` in the config): each segment's share of importance over the run's
+    top features, and its rows, top features and (with drift) NDCG@k against the reference."""
+    uri = view.layout.summary.table("cohort")
+    if not exists(uri):
+        return []
+    frame = read_parquet(uri).to_pandas()
+    compared = {(c["cohort"], c["segment"]): c for c in (drift or {}).get("cohorts") or []}
+    features = view.features[:top]
+    sections = []
+    for i, (column, cohort) in enumerate(frame.groupby("cohort", sort=False)):
+        name = f"cohort_{i}.png"
+        title = f"Share of importance by {column}"
+        data = plot_cohort_shares(cohort, features, view.report.image(name), title)
+        rows = [
+            _segment_row(segment, part, compared.get((column, segment), {}))
+            for segment, part in cohort.groupby("segment", sort=False)
+        ]
+        columns = [
+            "segment",
+            "rows",
+            "top features (share)",
+            "reference rows",
+            "NDCG@k [95% CI]",
+            "entered top-k",
+        ]
+        sections.append(
+            {
+                "column": str(column),
+                "figure": _figure(title, name, data),
+                "table": {"columns": columns, "rows": rows},
+            }
+        )
+    return sections
 
 
 def _drift_section(drift: dict[str, Any] | None, report: ReportLayout) -> dict[str, Any]:
@@ -832,7 +906,7 @@ def _errors_section(view: RunView, history_uri: str | None, top: int = 12) -> di
         draw_loss_importance(ax, summary, top)
     columns = ["feature", "mean_loss_attribution", "mean_abs_loss_attribution", "share", "rank"]
     section: dict[str, Any] = {
-        "loss": f"ig.loss: {(view.manifest.get('ig') or {}).get('loss') or 'set'}",
+        "loss": (view.manifest.get("loss") or {}).get("kind") or (view.manifest.get("ig") or {}).get("loss"),
         "mean_loss": _cell(totals.get("mean_loss")),
         "mean_baseline": _cell(totals.get("mean_loss_at_baseline")),
         "rows": _cell(totals.get("rows")),

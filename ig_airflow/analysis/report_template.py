@@ -7,7 +7,8 @@ script at its end that records how many images loaded (``data-images`` and
 ``data-images-loaded`` on ``<body>``, read by the headless-browser tests).
 
 Every section is a ``<section id="...">``: ``glance``, ``importance``, ``beeswarm``,
-``categories`` (when the run has category summaries), ``layer-N`` (one per attributed layer),
+``categories`` (when the run has category summaries), ``cohort-N`` (one per configured cohort),
+``layer-N`` (one per attributed layer),
 ``drift``, ``shift`` (when drift recorded a model/data decomposition or why not), ``over-time``,
 ``quality`` (when the quality stage ran), ``quarantine``,
 ``completeness`` and ``waterfalls``.
@@ -15,7 +16,8 @@ Every section is a ``<section id="...">``: ``glance``, ``importance``, ``beeswar
 The context (built by ``build_report``): ``title``; ``run`` (``facts``: [label, text] pairs);
 ``glance`` (``label``, ``text``, ``state``: good/bad/neutral); ``importance`` (``figure``,
 ``table``, ``intervals``); ``beeswarm`` (``figure``, ``rows``, ``coloured``, ``categorical``); ``categories``
-(``table``, ``top``, ``features``, ``min_share``) or None; ``layers`` (``name``, ``units``, ``silent``,
+(``table``, ``top``, ``features``, ``min_share``) or None; ``cohorts`` (``column``, ``figure``,
+``table``); ``layers`` (``name``, ``units``, ``silent``,
 ``figure``); ``drift`` (``state``: not_run/no_reference/alerts/clear, ``reference``, ``note``,
 ``alerts`` of ``metric``/``value``/``threshold``/``features`` (``name``, ``facts``)/``evidence``
 ([name, text] pairs), ``metrics`` of ``ndcg``/``spearman``/``entered``/``left`` or None, then
@@ -87,7 +89,9 @@ figure { margin: 1em 0; } img { max-width: 100%; }
 <body><h1>{{ title }}</h1>
 {{ pairs(run.facts) }}
 <nav><a href="#glance">At a glance</a><a href="#importance">Importance</a><a href="#beeswarm">Beeswarm</a>
-{%- if categories %}<a href="#categories">Categories</a>{% endif %}<a href="#drift">Drift</a>
+{%- if categories %}<a href="#categories">Categories</a>{% endif %}
+{%- for cohort in cohorts %}<a href="#cohort-{{ loop.index0 }}">{{ cohort.column }}</a>{% endfor %}
+<a href="#drift">Drift</a>
 {%- if shift %}<a href="#shift">Model vs data</a>{% endif %}
 <a href="#over-time">Over time</a>{% if errors %}<a href="#errors">Errors</a>{% endif %}
 {%- if quality %}<a href="#quality">Quality</a>{% endif %}
@@ -127,6 +131,16 @@ the largest mean |attribution| among those with at least {{ categories.min_share
 {{ table(categories.table) }}
 </section>
 {%- endif %}
+{%- for cohort in cohorts %}
+
+<section id="cohort-{{ loop.index0 }}"><h2>Cohort: <code>{{ cohort.column }}</code></h2>
+<p>Each segment's importance on its own (<code>cohorts</code> in the run config): the share of the segment's
+total mean |attribution| per feature, and, against the drift reference, the segment's NDCG@k and the
+features that entered its top k (segments with too few rows in either run are not tested).</p>
+{{ figure(cohort.figure) }}
+{{ table(cohort.table) }}
+</section>
+{%- endfor %}
 {%- for layer in layers %}
 
 <section id="layer-{{ loop.index0 }}"><h2>Layer <code>{{ layer.name }}</code></h2>

@@ -144,6 +144,13 @@ class BatchExplainer:
         )
         return expected.explain(numeric, categorical, targets)
 
+    def loss_record(self) -> dict[str, Any] | None:
+        """The explained loss (``ig.loss`` resolved for this model) and its labels, for manifests."""
+        if self.loss is None:
+            return None
+        labels = self.loss.labels
+        return {"kind": self.loss.loss.kind, "label_column": labels.column, "positive_label": labels.positive}
+
     def baseline_record(self) -> dict[str, Any]:
         """The baseline row (feature -> value) and the model's output there, for manifests: the
         explained score, or every output's score (by label) when targets vary by row. With a

@@ -146,6 +146,7 @@ def shards_manifest(
         rows=dataset.num_rows,
         baseline=records[0].get("baseline") if records else None,
         baseline_source=records[0].get("baseline_source") if records else None,
+        loss=records[0].get("loss") if records else None,
         completeness=merge([r["completeness"] for r in records]),
         seconds=seconds,
         runner=runner,

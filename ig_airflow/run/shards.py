@@ -204,6 +204,7 @@ def explain_shard(
         "completeness": stats.mergeable(),
         "baseline": explainer.baseline_record(),
         "baseline_source": explainer.baseline.source,
+        "loss": explainer.loss_record(),
         "seconds": time.perf_counter() - started,
     }
     write_json(layout.shard_record(shard.index), done)

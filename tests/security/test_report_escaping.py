@@ -24,9 +24,11 @@ from conftest import dump_dom
 from markupsafe import escape
 
 from ig_airflow.analysis.aggregation import feature_summary, summarise_run
+from ig_airflow.analysis.cohorts import summarise_cohorts
 from ig_airflow.analysis.drift import append_history, summarise_drift
 from ig_airflow.analysis.report import build_report, literal_text, plot_importance
-from ig_airflow.config import DriftSection
+from ig_airflow.config import CohortSection, DriftSection
+from ig_airflow.dataset import open_dataset
 from ig_airflow.io import read_json, write_json, write_parquet
 from ig_airflow.layout import RunLayout
 from ig_airflow.results import RESULT_COLUMNS, attribution_column, layer_column, output_schema
@@ -138,6 +140,8 @@ def write_run(root: str) -> tuple[str, str]:
     inputs = f"{root}/explained_rows.parquet"
     write_parquet(inputs, explained_rows())
     summarise_run(layout.attributions, layout.summary.root, inputs, [CATEGORY], ["row_id", SEGMENT])
+    cohort = CohortSection(column=SEGMENT, min_rows=1)  # a payload column, payload segments
+    summarise_cohorts(layout.attributions, layout.summary.root, open_dataset(inputs), [cohort])
     history = f"{root}/history.parquet"
     ref_uri = RunLayout(reference).attributions
     append_history(history, RUN_KEYS[0], feature_summary(ref_uri), {"attributions_uri": ref_uri})
@@ -168,7 +172,7 @@ def test_payload_names_are_escaped_and_no_script_runs_in_chromium(tmp_path: Path
     page = Path(build_report(run, ["row_id", SEGMENT], history, waterfall_rows=3))
     source = page.read_text()
     pngs = sorted(p.name for p in page.parent.glob("*.png"))
-    assert len(pngs) == 8, pngs  # importance, beeswarm, layer, drift, over time, 3 waterfalls
+    assert len(pngs) == 9, pngs  # importance, beeswarm, cohort, layer, drift, over time, 3 waterfalls
     # every payload is in the page, escaped; the only script element is the report's own
     assert source.count("<script") == 1 and "<img src=x" not in source and "<svg" not in source
     assert "<iframe" not in source and "<b onmouseover" not in source
@@ -177,6 +181,7 @@ def test_payload_names_are_escaped_and_no_script_runs_in_chromium(tmp_path: Path
     for text in [*payloads, REASON, QUARANTINED_VALUE, MAPPED_VALUE, EVIDENCE]:
         assert str(escape(text)) in source, text
     assert f"<code>{escape(LAYER)}</code>" in source and "4 units; 1 with no attribution" in source
+    assert f"Cohort: <code>{escape(SEGMENT)}</code>" in source and f"<td>{escape(SEGMENTS[0])}</td>" in source
     entered = ", ".join(str(escape(f)) for f in drift["entered_top_k"])
     assert f"entered top k: {entered}" in source
     assert f"<td>{TEMPLATE}</td>" in source
@@ -298,7 +303,8 @@ def test_report_of_a_memory_run_folder_writes_nothing_locally(
         monkeypatch.undo()
         assert page == RunLayout(run).report.html and page.startswith("memory://")
         names = sorted(p.rpartition("/")[2] for p in fs.ls(RunLayout(run).report.root, detail=False))
-        expected = ["beeswarm.png", "drift.png", "importance.png", "importance_over_time.png", "layer_0.png"]
+        expected = ["beeswarm.png", "cohort_0.png", "drift.png", "importance.png", "importance_over_time.png"]
+        expected.append("layer_0.png")
         assert names == sorted([*expected, "report.html", "waterfall_0.png", "waterfall_1.png"])
         pngs = [n for n in names if n.endswith(".png")]
         assert all(fs.cat(RunLayout(run).report.image(n))[:4] == b"\x89PNG" for n in pngs)

@@ -194,6 +194,20 @@ def test_cohort_summaries_add_up_to_the_global_summary(demo, halves) -> None:
             weighted = (group["rows"] * group[column]).groupby(group["feature"]).sum() / 1500
             np.testing.assert_allclose(weighted, overall.loc[weighted.index, column], rtol=1e-9, atol=1e-12)
 
+    # the report: one section per cohort, each segment with its rows and, against the other half, NDCG@k
+    summarise_drift(
+        halves[0], str(first / "drift"), DriftSection(reference_uri=halves[1]), "1", cohorts=COHORTS
+    )
+    page = Path(build_report(str(first), ["row_id"])).read_text()
+    for i, (cohort, segments) in enumerate((("sex", ["Male", "Female"]), ("age", ["&lt; 35", "&gt;= 50"]))):
+        section = page.split(f'<section id="cohort-{i}">')[1].split("</section>")[0]
+        assert f"<code>{cohort}</code>" in section and section.count("<img") == 1
+        for segment in segments:
+            row = section.split(f"<td>{segment}</td>")[1].split("</tr>")[0]
+            rows = int(row.split("<td>")[1].split("</td>")[0])
+            assert rows == result["cohorts"][cohort][segment.replace("&lt;", "<").replace("&gt;", ">")]
+            assert "[0." in row or "[1." in row  # NDCG@k with its interval
+
 
 def test_report_opens_in_headless_chromium_with_every_image_loaded(halves, tmp_path: Path) -> None:
     first, second, _, tmp = halves

@@ -99,6 +99,8 @@ def test_summary_history_drift_and_report_carry_the_loss_importance(runs: Path) 
     page = Path(second.report.html).read_text()
     errors = re.search(r'<section id="errors">(.*?)</section>', page, re.S).group(1)
     assert "What drives errors" in errors and errors.count("<img") == 2  # bars and over time
+    assert read_json(second.manifest)["loss"]["kind"] == "log_loss"  # ig.loss: auto, resolved
+    assert "(log_loss)" in errors
     assert "age" in errors and (Path(second.report.html).parent / "loss_over_time.png").exists()
 
 
