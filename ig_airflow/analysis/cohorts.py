@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -48,7 +49,7 @@ from ig_airflow.config import CohortSection
 from ig_airflow.dataset import InputDataset, as_dataset, open_dataset
 from ig_airflow.exceptions import InputDataError
 from ig_airflow.io import exists, read_json, write_json, write_parquet
-from ig_airflow.layout import RunLayout, SummaryLayout
+from ig_airflow.layout import RunLayout, SummaryLayout, explained_input
 from ig_airflow.results import attribution_column
 
 MISSING, OTHER = "(missing)", "(other)"
@@ -98,20 +99,28 @@ def _category_codes(column: pa.ChunkedArray, labels: list[str]) -> np.ndarray:
     return codes
 
 
+def run_manifest(uri: str) -> tuple[str, dict[str, Any]] | None:
+    """The run folder of ``uri`` (a run folder or its ``attributions/``) and its manifest; None
+    without one."""
+    uri = str(uri).rstrip("/")
+    for folder in (uri, uri.rpartition("/")[0]):
+        if folder and exists(RunLayout(folder).manifest):
+            return folder, read_json(RunLayout(folder).manifest)
+    return None
+
+
 def explained_inputs(attributions_uri: str) -> InputDataset | None:
     """The rows a run explained, from the manifest of the run whose attributions these are (the
     run folder or its ``attributions/``): the validated rows when it validated, else its input
     with the partition it read; None without a manifest."""
-    uri = str(attributions_uri).rstrip("/")
-    for folder in (uri, uri.rpartition("/")[0]):
-        if folder and exists(RunLayout(folder).manifest):
-            manifest = read_json(RunLayout(folder).manifest)
-            validated = (manifest.get("validation") or {}).get("outputs", {}).get("validated")
-            if validated:
-                return open_dataset(validated)
-            if manifest.get("input_uri"):
-                return open_dataset(manifest["input_uri"], (manifest.get("input") or {}).get("partition"))
-    return None
+    found = run_manifest(attributions_uri)
+    if found is None:
+        return None
+    try:
+        uri, partition = explained_input(found[1])
+    except KeyError:  # neither validated rows nor an input recorded
+        return None
+    return open_dataset(uri, partition)
 
 
 def check_aligned(inputs: InputDataset, attributions: Source, where: Where) -> None:

@@ -48,10 +48,24 @@ def choose_baseline(
     return BaselineSection(), "default (zero, out-of-vocabulary)"
 
 
-def _categorical_baseline(
+def check_value_features(spec: InputSpec, values: dict[str, Any]) -> None:
+    """Raise :class:`ConfigError` naming ``baseline.values`` features the model does not have."""
+    unknown = sorted(set(values) - set(spec.feature_names))
+    if unknown:
+        raise ConfigError(f"baseline.values: unknown feature(s) {unknown}; features: {spec.feature_names}")
+
+
+def numeric_value(name: str, value: Any) -> float:
+    """A numeric feature's ``baseline.values`` entry as a float; raises unless it is a number."""
+    if not isinstance(value, int | float):
+        raise ConfigError(f"baseline.values.{name}: numeric feature needs a number")
+    return float(value)
+
+
+def categorical_baseline(
     spec: InputSpec, feat: CategoricalFeature, config: BaselineSection, reference: Any
 ) -> tuple[str, int]:
-    """A categorical feature's baseline value and model index."""
+    """A categorical feature's baseline value and model index (``config.values`` first)."""
     mapping = feat.index_map()
     if feat.name in config.values:
         value = str(config.values[feat.name])
@@ -79,9 +93,7 @@ def resolve_baseline(
     spec: InputSpec, config: BaselineSection, reference_uri: str | None = None, source: str = "configured"
 ) -> Baseline:
     """Compute the baseline row for ``spec`` under ``config``."""
-    unknown = sorted(set(config.values) - set(spec.feature_names))
-    if unknown:
-        raise ConfigError(f"baseline.values: unknown feature(s) {unknown}; features: {spec.feature_names}")
+    check_value_features(spec, config.values)
     needs_reference = config.numeric in ("mean", "median") or config.categorical == "most_frequent"
     reference = None
     if needs_reference:
@@ -99,10 +111,7 @@ def resolve_baseline(
     values: dict[str, float | str] = {}
     for j, feat in enumerate(spec.numeric):
         if feat.name in config.values:
-            value = config.values[feat.name]
-            if not isinstance(value, int | float):
-                raise ConfigError(f"baseline.values.{feat.name}: numeric feature needs a number")
-            numeric[j] = float(value)
+            numeric[j] = numeric_value(feat.name, config.values[feat.name])
         elif config.numeric == "manual":
             raise ConfigError(f"baseline.values.{feat.name}: required when baseline.numeric is manual")
         elif config.numeric in ("mean", "median"):
@@ -113,5 +122,5 @@ def resolve_baseline(
 
     categorical = np.zeros(len(spec.categorical), dtype=np.int64)
     for j, feat in enumerate(spec.categorical):
-        values[feat.name], categorical[j] = _categorical_baseline(spec, feat, config, reference)
+        values[feat.name], categorical[j] = categorical_baseline(spec, feat, config, reference)
     return Baseline(numeric=numeric, categorical=categorical, values=values, source=source)

@@ -31,7 +31,13 @@ from ig_airflow.config import BaselineSection, IGSection
 from ig_airflow.core.adaptive import Completeness, RowAttributions, adaptive_attributions, finish
 from ig_airflow.core.attribution import InputAttributor
 from ig_airflow.core.backend import FixedStepResult, PathGradients
-from ig_airflow.core.baselines import Baseline, resolve_baseline
+from ig_airflow.core.baselines import (
+    Baseline,
+    categorical_baseline,
+    check_value_features,
+    numeric_value,
+    resolve_baseline,
+)
 from ig_airflow.core.encoding import encode_rows
 from ig_airflow.dataset import open_dataset
 from ig_airflow.exceptions import ConfigError, InputDataError
@@ -78,28 +84,22 @@ def read_pool(spec: InputSpec, settings: BaselineSection, reference_uri: str | N
         numeric, categorical = encode_rows(dataset.take(positions, spec.feature_names), spec)
     except InputDataError as exc:
         raise InputDataError(f"data.reference_uri {reference_uri}: {exc}") from None
-    _override(spec, settings.values, numeric, categorical)
+    _override(spec, settings, numeric, categorical)
     return BaselinePool(numeric, categorical, settings, total)
 
 
-def _override(spec: InputSpec, values: dict[str, Any], numeric: np.ndarray, categorical: np.ndarray) -> None:
-    """Set the features named in ``baseline.values`` to that value in every pool row."""
-    unknown = sorted(set(values) - set(spec.feature_names))
-    if unknown:
-        raise ConfigError(f"baseline.values: unknown feature(s) {unknown}; features: {spec.feature_names}")
+def _override(
+    spec: InputSpec, settings: BaselineSection, numeric: np.ndarray, categorical: np.ndarray
+) -> None:
+    """Set the features named in ``baseline.values`` to that value in every pool row (checked as
+    a point baseline's values are)."""
+    check_value_features(spec, settings.values)
     for j, feature in enumerate(spec.numeric):
-        if feature.name in values:
-            if not isinstance(values[feature.name], int | float):
-                raise ConfigError(f"baseline.values.{feature.name}: numeric feature needs a number")
-            numeric[:, j] = float(values[feature.name])
+        if feature.name in settings.values:
+            numeric[:, j] = numeric_value(feature.name, settings.values[feature.name])
     for j, feature in enumerate(spec.categorical):
-        if feature.name in values:
-            mapping = feature.index_map()
-            if str(values[feature.name]) not in mapping:
-                raise ConfigError(
-                    f"baseline.values.{feature.name}: {values[feature.name]!r} is not in the vocabulary"
-                )
-            categorical[:, j] = mapping[str(values[feature.name])]
+        if feature.name in settings.values:
+            categorical[:, j] = categorical_baseline(spec, feature, settings, None)[1]
 
 
 def row_draws(

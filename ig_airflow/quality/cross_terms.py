@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from ig_airflow.analysis.aggregation import open_attributions, primary_rows
 from ig_airflow.analysis.cohorts import explained_inputs
+from ig_airflow.analysis.cohorts import run_manifest as find_run_manifest
 from ig_airflow.analysis.decomposition import CrossTerms, NoDecomposition, PairedSample
 from ig_airflow.artifacts import LoadedArtifact, load_artifact
 from ig_airflow.config import BaselineSection, DecompositionSection, IGSection, RunConfig
@@ -34,8 +35,6 @@ from ig_airflow.core.baselines import Baseline, resolve_baseline
 from ig_airflow.core.encoding import encode_rows
 from ig_airflow.core.outputs import target_columns, target_setting
 from ig_airflow.exceptions import IGAirflowError
-from ig_airflow.io import exists, read_json
-from ig_airflow.layout import RunLayout
 from ig_airflow.results import RANK_COLUMN, attribution_column
 from ig_airflow.run.explainer import BatchExplainer, build_explainer
 
@@ -48,11 +47,10 @@ EXTRA_OUTPUTS = {"layer_attributions": [], "loss": None}  # IG settings that onl
 
 def run_manifest(uri: str) -> tuple[str, dict[str, Any]]:
     """The run folder of ``uri`` (a run folder or its ``attributions/``) and its manifest."""
-    uri = str(uri).rstrip("/")
-    for folder in (uri, uri.rpartition("/")[0]):
-        if folder and exists(RunLayout(folder).manifest):
-            return folder, read_json(RunLayout(folder).manifest)
-    raise NoDecomposition(f"{uri} has no run manifest: which model and rows it explained is unknown")
+    found = find_run_manifest(uri)
+    if found is None:
+        raise NoDecomposition(f"{uri} has no run manifest: which model and rows it explained is unknown")
+    return found
 
 
 def model_version(manifest: dict[str, Any]) -> str:
